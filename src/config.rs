@@ -1,0 +1,293 @@
+//! Plugin configuration: JSON parsed with unknown fields rejected, then compiled into the runtime
+//! [`Config`] in `on_configure`, so a bad configuration fails at deploy time, never per request.
+
+use serde::Deserialize;
+
+use crate::keyset::store::Keys;
+
+/// The JSON an operator writes in the Wasm filter's `configuration`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    org: Option<String>,
+    org_from_authority: Option<String>,
+    keyset_cluster: String,
+    keyset_authority: Option<String>,
+    #[serde(default = "default_keyset_path")]
+    keyset_path: String,
+    #[serde(default = "default_long_poll_ms")]
+    long_poll_ms: u64,
+    #[serde(default)]
+    keep_authorization: bool,
+    #[serde(default = "default_retry_after_seconds")]
+    retry_after_seconds: u32,
+    #[serde(default = "default_realm")]
+    realm: String,
+}
+
+fn default_keyset_path() -> String {
+    "/v1/keyset".into()
+}
+fn default_long_poll_ms() -> u64 {
+    30_000
+}
+fn default_retry_after_seconds() -> u32 {
+    1
+}
+fn default_realm() -> String {
+    "mcp".into()
+}
+
+/// Where the org of a request comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrgSource {
+    Fixed(String),
+    /// `{org}.armature.app`: literal prefix and suffix around one `{org}` label.
+    Authority {
+        prefix: String,
+        suffix: String,
+    },
+}
+
+impl OrgSource {
+    /// The org a request is for; `None` when the authority does not fit the pattern.
+    pub fn resolve<'a>(&'a self, authority: &'a str) -> Option<std::borrow::Cow<'a, str>> {
+        match self {
+            OrgSource::Fixed(org) => Some(std::borrow::Cow::Borrowed(org)),
+            OrgSource::Authority { prefix, suffix } => {
+                let host = strip_port(authority).to_ascii_lowercase();
+                let org = host
+                    .strip_prefix(prefix.as_str())?
+                    .strip_suffix(suffix.as_str())?;
+                is_valid_name(org).then(|| std::borrow::Cow::Owned(org.to_string()))
+            }
+        }
+    }
+}
+
+fn strip_port(authority: &str) -> &str {
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    }
+}
+
+/// The validated, compiled configuration shared by every request of a plugin instance.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub org: OrgSource,
+    pub keyset_cluster: String,
+    pub keyset_authority: String,
+    pub keyset_path: String,
+    pub long_poll_ms: u64,
+    pub keep_authorization: bool,
+    pub retry_after_seconds: u32,
+    /// `Bearer realm="..."`, precomputed.
+    pub challenge: String,
+    pub keys: Keys,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl core::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "invalid mcp-guard configuration: {}", self.0)
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> ConfigError {
+    ConfigError(msg.into())
+}
+
+impl Config {
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
+        let raw: RawConfig = serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))?;
+        raw.try_into()
+    }
+}
+
+impl TryFrom<RawConfig> for Config {
+    type Error = ConfigError;
+
+    fn try_from(raw: RawConfig) -> Result<Self, ConfigError> {
+        let org = match (raw.org, raw.org_from_authority) {
+            (Some(org), None) if is_valid_name(&org) => OrgSource::Fixed(org),
+            (Some(org), None) => {
+                return Err(invalid(format!(
+                    "org {org:?} must match [a-z0-9][a-z0-9-]{{0,62}}"
+                )))
+            }
+            (None, Some(pattern)) => compile_authority_pattern(&pattern)?,
+            _ => return Err(invalid("set exactly one of org and org_from_authority")),
+        };
+        if raw.keyset_cluster.is_empty() {
+            return Err(invalid("keyset_cluster must name an Envoy cluster"));
+        }
+        if !raw.keyset_path.starts_with('/') || raw.keyset_path.contains(['?', '#', ' ']) {
+            return Err(invalid(
+                "keyset_path must be an absolute path without query",
+            ));
+        }
+        if !(1_000..=60_000).contains(&raw.long_poll_ms) {
+            return Err(invalid("long_poll_ms must be between 1000 and 60000"));
+        }
+        if !(1..=3_600).contains(&raw.retry_after_seconds) {
+            return Err(invalid("retry_after_seconds must be between 1 and 3600"));
+        }
+        let realm_ok = !raw.realm.is_empty()
+            && raw.realm.len() <= 64
+            && raw
+                .realm
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\');
+        if !realm_ok {
+            return Err(invalid(
+                "realm must be 1-64 printable ASCII characters without quotes",
+            ));
+        }
+        Ok(Config {
+            org,
+            keys: Keys::new(&raw.keyset_cluster),
+            keyset_authority: raw
+                .keyset_authority
+                .unwrap_or_else(|| raw.keyset_cluster.clone()),
+            keyset_cluster: raw.keyset_cluster,
+            keyset_path: raw.keyset_path,
+            long_poll_ms: raw.long_poll_ms,
+            keep_authorization: raw.keep_authorization,
+            retry_after_seconds: raw.retry_after_seconds,
+            challenge: format!("Bearer realm=\"{}\"", raw.realm),
+        })
+    }
+}
+
+fn compile_authority_pattern(pattern: &str) -> Result<OrgSource, ConfigError> {
+    const PLACEHOLDER: &str = "{org}";
+    let (prefix, suffix) = pattern
+        .split_once(PLACEHOLDER)
+        .ok_or_else(|| invalid("org_from_authority must contain {org}"))?;
+    let literal_ok = |s: &str| {
+        s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+    };
+    if suffix.contains(PLACEHOLDER) || !literal_ok(prefix) || !literal_ok(suffix) {
+        return Err(invalid(
+            "org_from_authority must hold one {org} among lowercase host characters",
+        ));
+    }
+    // `{org}` must be a whole DNS label, so `evil.com.armature.app`-style tricks cannot move it.
+    let label_bounded = (prefix.is_empty() || prefix.ends_with('.'))
+        && (suffix.is_empty() || suffix.starts_with('.'));
+    if !label_bounded {
+        return Err(invalid(
+            "{org} must be a whole label of the host, e.g. {org}.example.com",
+        ));
+    }
+    Ok(OrgSource::Authority {
+        prefix: prefix.to_string(),
+        suffix: suffix.to_string(),
+    })
+}
+
+/// Org and role names: `[a-z0-9][a-z0-9-]{0,62}`.
+pub fn is_valid_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<Config, ConfigError> {
+        Config::from_json(json.as_bytes())
+    }
+
+    #[test]
+    fn minimal_fixed_org_config_gets_defaults() {
+        let config = parse(r#"{"org":"demo","keyset_cluster":"guardctl"}"#).unwrap();
+        assert_eq!(config.org, OrgSource::Fixed("demo".into()));
+        assert_eq!(config.keyset_authority, "guardctl");
+        assert_eq!(config.keyset_path, "/v1/keyset");
+        assert_eq!(config.long_poll_ms, 30_000);
+        assert!(!config.keep_authorization);
+        assert_eq!(config.challenge, "Bearer realm=\"mcp\"");
+    }
+
+    #[test]
+    fn rejects_bad_configurations_with_a_reason() {
+        let cases = [
+            ("", "EOF"),
+            (r#"{"org":"demo"}"#, "keyset_cluster"),
+            (
+                r#"{"org":"demo","keyset_cluster":"g","extra":1}"#,
+                "unknown field",
+            ),
+            (r#"{"keyset_cluster":"g"}"#, "exactly one"),
+            (
+                r#"{"org":"a","org_from_authority":"{org}.x.app","keyset_cluster":"g"}"#,
+                "exactly one",
+            ),
+            (r#"{"org":"Demo","keyset_cluster":"g"}"#, "must match"),
+            (
+                r#"{"org_from_authority":"x.app","keyset_cluster":"g"}"#,
+                "{org}",
+            ),
+            (
+                r#"{"org_from_authority":"{org}{org}.app","keyset_cluster":"g"}"#,
+                "one {org}",
+            ),
+            (
+                r#"{"org_from_authority":"a{org}.app","keyset_cluster":"g"}"#,
+                "whole label",
+            ),
+            (r#"{"org":"demo","keyset_cluster":""}"#, "keyset_cluster"),
+            (
+                r#"{"org":"demo","keyset_cluster":"g","long_poll_ms":5}"#,
+                "long_poll_ms",
+            ),
+            (
+                r#"{"org":"demo","keyset_cluster":"g","keyset_path":"v1"}"#,
+                "keyset_path",
+            ),
+            (
+                r#"{"org":"demo","keyset_cluster":"g","realm":"a\"b"}"#,
+                "realm",
+            ),
+        ];
+        for (json, expected) in cases {
+            let err = parse(json).unwrap_err();
+            assert!(err.0.contains(expected), "{json}: {err}");
+        }
+    }
+
+    #[test]
+    fn org_from_authority_matches_whole_labels_only() {
+        let config =
+            parse(r#"{"org_from_authority":"{org}.armature.app","keyset_cluster":"g"}"#).unwrap();
+        let org = |authority: &str| config.org.resolve(authority).map(|o| o.into_owned());
+        assert_eq!(org("acme.armature.app"), Some("acme".into()));
+        assert_eq!(org("ACME.Armature.App:443"), Some("acme".into()));
+        assert_eq!(org("acme.armature.app.evil.com"), None);
+        assert_eq!(org("a.b.armature.app"), None);
+        assert_eq!(org(".armature.app"), None);
+        assert_eq!(org("armature.app"), None);
+        assert_eq!(org("acme_x.armature.app"), None);
+    }
+
+    #[test]
+    fn name_grammar() {
+        assert!(is_valid_name("demo"));
+        assert!(is_valid_name("a-1"));
+        assert!(is_valid_name(&"a".repeat(63)));
+        for bad in ["", "-a", "A", "a_b", "a.b", "é", &"a".repeat(64)] {
+            assert!(!is_valid_name(bad), "{bad}");
+        }
+    }
+}

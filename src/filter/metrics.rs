@@ -1,0 +1,51 @@
+//! Metrics defined once per VM. Envoy exposes them as `wasmcustom.mcp_guard.*` in `/stats`.
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::MetricType;
+
+use crate::auth::DenyReason;
+
+pub struct Metrics {
+    allowed: u32,
+    denied: [u32; DenyReason::ALL.len()],
+    keyset_version: u32,
+    seconds_since_sync: u32,
+    sync_ok: u32,
+    sync_failed: u32,
+}
+
+impl Metrics {
+    pub fn define() -> Result<Self, proxy_wasm::types::Status> {
+        let counter = |name: &str| hostcalls::define_metric(MetricType::Counter, name);
+        let gauge = |name: &str| hostcalls::define_metric(MetricType::Gauge, name);
+        let mut denied = [0; DenyReason::ALL.len()];
+        for (slot, reason) in denied.iter_mut().zip(DenyReason::ALL) {
+            *slot = counter(&format!("mcp_guard.requests.denied.{}", reason.code()))?;
+        }
+        Ok(Self {
+            allowed: counter("mcp_guard.requests.allowed")?,
+            denied,
+            keyset_version: gauge("mcp_guard.keyset.version")?,
+            seconds_since_sync: gauge("mcp_guard.keyset.seconds_since_sync")?,
+            sync_ok: counter("mcp_guard.sync.succeeded")?,
+            sync_failed: counter("mcp_guard.sync.failed")?,
+        })
+    }
+
+    pub fn allowed(&self) {
+        let _ = hostcalls::increment_metric(self.allowed, 1);
+    }
+    pub fn denied(&self, reason: DenyReason) {
+        if let Some(i) = DenyReason::ALL.iter().position(|r| *r == reason) {
+            let _ = hostcalls::increment_metric(self.denied[i], 1);
+        }
+    }
+    pub fn keyset(&self, version: u64, seconds_since_sync: u64) {
+        let _ = hostcalls::record_metric(self.keyset_version, version);
+        let _ = hostcalls::record_metric(self.seconds_since_sync, seconds_since_sync);
+    }
+    pub fn sync_result(&self, ok: bool) {
+        let id = if ok { self.sync_ok } else { self.sync_failed };
+        let _ = hostcalls::increment_metric(id, 1);
+    }
+}

@@ -1,0 +1,22 @@
+//! The proxy-wasm layer: registers the root context and moves data between Envoy and the pure
+//! logic. Nothing here decides anything.
+
+mod host;
+mod http;
+mod metrics;
+mod root;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::LogLevel;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Trace);
+    // A panic traps the VM; leave a Critical line behind so the operator knows why requests fail
+    // (the shipped Envoy configs fail closed while the VM is gone).
+    std::panic::set_hook(Box::new(|info| {
+        let _ = hostcalls::log(LogLevel::Critical, &format!("mcp-guard: panic: {info}"));
+    }));
+    proxy_wasm::set_root_context(|context_id| -> Box<dyn proxy_wasm::traits::RootContext> {
+        Box::new(root::GuardRoot::new(context_id))
+    });
+}}

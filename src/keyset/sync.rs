@@ -1,0 +1,494 @@
+//! The proxy side of guardctl's key-set sync protocol (docs/protocol.md): parse one page and apply
+//! it to shared data. Pure logic over [`SharedStore`]; the root context only moves bytes.
+
+use serde::Deserialize;
+
+use super::record::{Entry, KeyRecord, VersionedEntry};
+use super::state::{Cursor, ServingState};
+use super::store::{Keys, SharedStore, StoreError};
+use crate::auth::token::is_valid_key_id;
+use crate::config::is_valid_name;
+
+#[derive(Debug, Deserialize)]
+pub struct SyncPage {
+    pub epoch: String,
+    pub version: u64,
+    #[serde(default)]
+    pub more: bool,
+    #[serde(default)]
+    upserts: Vec<Upsert>,
+    #[serde(default)]
+    revocations: Vec<Revocation>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Upsert {
+    key_id: String,
+    sha256: String,
+    org: String,
+    role: String,
+    expires_at: Option<u64>,
+    version: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Revocation {
+    key_id: String,
+    version: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncError {
+    /// The body is not a valid page (bad JSON, bad field, version outside the page).
+    BadPage,
+    Store(StoreError),
+}
+
+impl From<StoreError> for SyncError {
+    fn from(e: StoreError) -> Self {
+        SyncError::Store(e)
+    }
+}
+
+impl core::fmt::Display for SyncError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            SyncError::BadPage => f.write_str("invalid key-set page"),
+            SyncError::Store(StoreError::CasMismatch) => f.write_str("shared data contention"),
+            SyncError::Store(StoreError::Host) => f.write_str("shared data unavailable"),
+        }
+    }
+}
+
+/// What the sync loop does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Page applied. `caught_up` is false while more pages wait (ask again at once).
+    Applied { caught_up: bool },
+    /// The control plane has another database, or went back in time: reload everything from
+    /// version 0 into a fresh generation. Ask again at once.
+    Reload,
+    /// Another worker moved the cursor while this answer was in flight; nothing applied.
+    Stale,
+}
+
+pub fn parse_page(body: &[u8]) -> Result<SyncPage, SyncError> {
+    let page: SyncPage = serde_json::from_slice(body).map_err(|_| SyncError::BadPage)?;
+    let epoch_ok = !page.epoch.is_empty()
+        && page.epoch.len() <= 64
+        && page.epoch.bytes().all(|b| b.is_ascii_alphanumeric());
+    if !epoch_ok {
+        return Err(SyncError::BadPage);
+    }
+    Ok(page)
+}
+
+/// The version to ask for next.
+pub fn next_since(store: &impl SharedStore, keys: &Keys) -> Result<u64, StoreError> {
+    Ok(Cursor::read(store, &keys.cursor())?.0.version)
+}
+
+/// Applies one page that answered `?since=<asked_since>`.
+pub fn apply_page(
+    store: &impl SharedStore,
+    keys: &Keys,
+    asked_since: u64,
+    page: &SyncPage,
+    now_ms: u64,
+) -> Result<Outcome, SyncError> {
+    let (mut cursor, cursor_cas) = Cursor::read(store, &keys.cursor())?;
+    if cursor.version != asked_since {
+        return Ok(Outcome::Stale);
+    }
+    let (serving, _) = ServingState::read(store, &keys.state())?;
+
+    let first_load = cursor.generation == 0;
+    let epoch_changed = !first_load && cursor.epoch != page.epoch;
+    if epoch_changed || page.version < asked_since {
+        let fresh = Cursor {
+            generation: cursor.generation.max(serving.generation).saturating_add(1),
+            version: 0,
+            epoch: page.epoch.clone(),
+        };
+        return match store.set(&keys.cursor(), fresh.encode().as_bytes(), cursor_cas) {
+            Ok(()) => Ok(Outcome::Reload),
+            Err(StoreError::CasMismatch) => Ok(Outcome::Stale),
+            Err(e) => Err(e.into()),
+        };
+    }
+    if first_load {
+        cursor.generation = serving.generation.saturating_add(1);
+        cursor.epoch = page.epoch.clone();
+    }
+
+    let entries = validated_entries(page, asked_since)?;
+    for (key_id, entry) in &entries {
+        write_if_newer(store, &keys.key(cursor.generation, key_id), entry)?;
+    }
+
+    cursor.version = page.version;
+    match store.set(&keys.cursor(), cursor.encode().as_bytes(), cursor_cas) {
+        Ok(()) => {}
+        // The entries we wrote are versioned, so losing this race leaves nothing inconsistent.
+        Err(StoreError::CasMismatch) => return Ok(Outcome::Stale),
+        Err(e) => return Err(e.into()),
+    }
+
+    let caught_up = !page.more;
+    update_serving_state(store, keys, &cursor, caught_up, now_ms)?;
+    Ok(Outcome::Applied { caught_up })
+}
+
+fn validated_entries(
+    page: &SyncPage,
+    since: u64,
+) -> Result<Vec<(&str, VersionedEntry)>, SyncError> {
+    let in_page = |version: u64| version > since && version <= page.version;
+    let mut entries = Vec::with_capacity(page.upserts.len() + page.revocations.len());
+    for upsert in &page.upserts {
+        let valid = in_page(upsert.version)
+            && is_valid_key_id(&upsert.key_id)
+            && is_valid_name(&upsert.org)
+            && is_valid_name(&upsert.role);
+        let sha256 = decode_sha256_hex(&upsert.sha256).filter(|_| valid);
+        let Some(sha256) = sha256 else {
+            return Err(SyncError::BadPage);
+        };
+        let record = KeyRecord {
+            sha256,
+            expires_at: upsert.expires_at,
+            org: upsert.org.clone(),
+            role: upsert.role.clone(),
+        };
+        entries.push((
+            upsert.key_id.as_str(),
+            VersionedEntry {
+                version: upsert.version,
+                entry: Entry::Active(record),
+            },
+        ));
+    }
+    for revocation in &page.revocations {
+        if !in_page(revocation.version) || !is_valid_key_id(&revocation.key_id) {
+            return Err(SyncError::BadPage);
+        }
+        entries.push((
+            revocation.key_id.as_str(),
+            VersionedEntry {
+                version: revocation.version,
+                entry: Entry::Revoked,
+            },
+        ));
+    }
+    entries.sort_by_key(|(_, entry)| entry.version);
+    Ok(entries)
+}
+
+/// Writes `entry` unless the stored entry comes from the same or a newer change: a stale page
+/// can never revive a revoked key.
+fn write_if_newer(
+    store: &impl SharedStore,
+    key: &str,
+    entry: &VersionedEntry,
+) -> Result<(), StoreError> {
+    let encoded = entry.encode();
+    for _ in 0..16 {
+        let (current, cas) = store.get(key)?;
+        if let Some(version) = current.and_then(|v| VersionedEntry::decode_version(&v)) {
+            if version >= entry.version {
+                return Ok(());
+            }
+        }
+        match store.set(key, &encoded, cas) {
+            Ok(()) => return Ok(()),
+            Err(StoreError::CasMismatch) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::CasMismatch)
+}
+
+fn update_serving_state(
+    store: &impl SharedStore,
+    keys: &Keys,
+    cursor: &Cursor,
+    caught_up: bool,
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    for _ in 0..16 {
+        let (serving, cas) = ServingState::read(store, &keys.state())?;
+        let next = if serving.generation == cursor.generation || caught_up {
+            // Same generation: move forward. New generation complete: switch requests to it.
+            ServingState {
+                generation: cursor.generation,
+                version: cursor.version,
+                synced_at_ms: now_ms,
+            }
+        } else {
+            // A reload is still filling the next generation; keep serving the current one.
+            return Ok(());
+        };
+        match store.set(&keys.state(), next.encode().as_bytes(), cas) {
+            Ok(()) => return Ok(()),
+            Err(StoreError::CasMismatch) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::CasMismatch)
+}
+
+fn decode_sha256_hex(hex: &str) -> Option<[u8; 32]> {
+    let bytes = hex.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let nibble = |b: u8| match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        _ => None,
+    };
+    let mut out = [0u8; 32];
+    for (i, pair) in bytes.chunks_exact(2).enumerate() {
+        out[i] = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keyset::store::MemoryStore;
+    use crate::keyset::{lookup, Lookup};
+
+    const HASH: &str = "8f434346648f6b96df89dda901c5176b10a6d83961dd3c1ac88b59b2dc327aa4";
+
+    fn upsert(id: &str, version: u64) -> String {
+        format!(
+            r#"{{"key_id":"{id}","sha256":"{HASH}","org":"demo","role":"admin","expires_at":null,"version":{version}}}"#
+        )
+    }
+    fn revoke(id: &str, version: u64) -> String {
+        format!(r#"{{"key_id":"{id}","version":{version}}}"#)
+    }
+    fn page(epoch: &str, version: u64, more: bool, ups: &[String], revs: &[String]) -> SyncPage {
+        let body = format!(
+            r#"{{"epoch":"{epoch}","version":{version},"more":{more},"upserts":[{}],"revocations":[{}]}}"#,
+            ups.join(","),
+            revs.join(",")
+        );
+        parse_page(body.as_bytes()).unwrap()
+    }
+    fn sync(store: &MemoryStore, keys: &Keys, p: &SyncPage) -> Outcome {
+        let since = next_since(store, keys).unwrap();
+        apply_page(store, keys, since, p, 1_000).unwrap()
+    }
+
+    #[test]
+    fn not_loaded_until_the_first_complete_page() {
+        let store = MemoryStore::default();
+        let keys = Keys::new("guardctl");
+        assert_eq!(
+            lookup(&store, &keys, "aaaaaaaa").unwrap(),
+            Lookup::NotLoaded
+        );
+        let first = page("e1", 1, true, &[upsert("aaaaaaaa", 1)], &[]);
+        assert_eq!(
+            sync(&store, &keys, &first),
+            Outcome::Applied { caught_up: false }
+        );
+        assert_eq!(
+            lookup(&store, &keys, "aaaaaaaa").unwrap(),
+            Lookup::NotLoaded
+        );
+        let last = page("e1", 2, false, &[upsert("bbbbbbbb", 2)], &[]);
+        assert_eq!(
+            sync(&store, &keys, &last),
+            Outcome::Applied { caught_up: true }
+        );
+        assert!(matches!(
+            lookup(&store, &keys, "aaaaaaaa").unwrap(),
+            Lookup::Active(_)
+        ));
+        assert_eq!(lookup(&store, &keys, "cccccccc").unwrap(), Lookup::Unknown);
+    }
+
+    #[test]
+    fn an_empty_set_counts_as_loaded() {
+        let store = MemoryStore::default();
+        let keys = Keys::new("guardctl");
+        sync(&store, &keys, &page("e1", 0, false, &[], &[]));
+        assert_eq!(lookup(&store, &keys, "aaaaaaaa").unwrap(), Lookup::Unknown);
+    }
+
+    #[test]
+    fn revocation_leaves_a_tombstone_that_stale_pages_cannot_overwrite() {
+        let store = MemoryStore::default();
+        let keys = Keys::new("guardctl");
+        sync(
+            &store,
+            &keys,
+            &page("e1", 1, false, &[upsert("aaaaaaaa", 1)], &[]),
+        );
+        sync(
+            &store,
+            &keys,
+            &page("e1", 2, false, &[], &[revoke("aaaaaaaa", 2)]),
+        );
+        assert_eq!(lookup(&store, &keys, "aaaaaaaa").unwrap(), Lookup::Revoked);
+
+        // A stale worker writing an older upsert directly must not revive the key.
+        let stale = VersionedEntry {
+            version: 1,
+            entry: Entry::Active(KeyRecord {
+                sha256: [0; 32],
+                expires_at: None,
+                org: "demo".into(),
+                role: "admin".into(),
+            }),
+        };
+        write_if_newer(&store, &keys.key(1, "aaaaaaaa"), &stale).unwrap();
+        assert_eq!(lookup(&store, &keys, "aaaaaaaa").unwrap(), Lookup::Revoked);
+    }
+
+    #[test]
+    fn an_answer_to_an_old_cursor_is_discarded() {
+        let store = MemoryStore::default();
+        let keys = Keys::new("guardctl");
+        sync(
+            &store,
+            &keys,
+            &page("e1", 2, false, &[upsert("aaaaaaaa", 2)], &[]),
+        );
+        let late = page("e1", 1, false, &[upsert("bbbbbbbb", 1)], &[]);
+        assert_eq!(
+            apply_page(&store, &keys, 0, &late, 5).unwrap(),
+            Outcome::Stale
+        );
+        assert_eq!(lookup(&store, &keys, "bbbbbbbb").unwrap(), Lookup::Unknown);
+    }
+
+    #[test]
+    fn a_new_epoch_reloads_into_a_fresh_generation_and_switches_when_complete() {
+        let store = MemoryStore::default();
+        let keys = Keys::new("guardctl");
+        sync(
+            &store,
+            &keys,
+            &page("e1", 1, false, &[upsert("aaaaaaaa", 1)], &[]),
+        );
+        assert_eq!(
+            sync(&store, &keys, &page("e2", 5, false, &[], &[])),
+            Outcome::Reload
+        );
+        assert_eq!(next_since(&store, &keys).unwrap(), 0);
+        // While the new generation loads, the old one keeps serving.
+        sync(
+            &store,
+            &keys,
+            &page("e2", 1, true, &[upsert("bbbbbbbb", 1)], &[]),
+        );
+        assert!(matches!(
+            lookup(&store, &keys, "aaaaaaaa").unwrap(),
+            Lookup::Active(_)
+        ));
+        sync(
+            &store,
+            &keys,
+            &page("e2", 2, false, &[upsert("cccccccc", 2)], &[]),
+        );
+        assert_eq!(lookup(&store, &keys, "aaaaaaaa").unwrap(), Lookup::Unknown);
+        assert!(matches!(
+            lookup(&store, &keys, "bbbbbbbb").unwrap(),
+            Lookup::Active(_)
+        ));
+    }
+
+    #[test]
+    fn a_server_behind_the_proxy_triggers_a_reload() {
+        let store = MemoryStore::default();
+        let keys = Keys::new("guardctl");
+        sync(
+            &store,
+            &keys,
+            &page("e1", 9, false, &[upsert("aaaaaaaa", 9)], &[]),
+        );
+        assert_eq!(
+            sync(&store, &keys, &page("e1", 4, false, &[], &[])),
+            Outcome::Reload
+        );
+    }
+
+    #[test]
+    fn lost_shared_data_fails_closed_until_resynced() {
+        let store = MemoryStore::default();
+        let keys = Keys::new("guardctl");
+        sync(
+            &store,
+            &keys,
+            &page("e1", 1, false, &[upsert("aaaaaaaa", 1)], &[]),
+        );
+        store.clear();
+        assert_eq!(
+            lookup(&store, &keys, "aaaaaaaa").unwrap(),
+            Lookup::NotLoaded
+        );
+        assert_eq!(next_since(&store, &keys).unwrap(), 0);
+        sync(
+            &store,
+            &keys,
+            &page("e1", 1, false, &[upsert("aaaaaaaa", 1)], &[]),
+        );
+        assert!(matches!(
+            lookup(&store, &keys, "aaaaaaaa").unwrap(),
+            Lookup::Active(_)
+        ));
+    }
+
+    #[test]
+    fn invalid_pages_are_rejected_whole() {
+        let bad = [
+            r#"{"epoch":"e1","version":1}trailing"#.to_string(),
+            r#"{"epoch":"","version":1}"#.to_string(),
+            r#"{"epoch":"e 1","version":1}"#.to_string(),
+            r#"{"version":1}"#.to_string(),
+        ];
+        for body in &bad {
+            assert!(parse_page(body.as_bytes()).is_err(), "{body}");
+        }
+        let store = MemoryStore::default();
+        let keys = Keys::new("guardctl");
+        let bad_entries = [
+            page("e1", 1, false, &[upsert("aaaaaaaa", 2)], &[]),
+            page("e1", 1, false, &[upsert("AAAAAAAA", 1)], &[]),
+            page("e1", 1, false, &[upsert("aaaaaaaa", 0)], &[]),
+            page("e1", 1, false, &[], &[revoke("a", 1)]),
+            page(
+                "e1",
+                1,
+                false,
+                &[upsert("aaaaaaaa", 1).replace(HASH, &HASH.to_uppercase())],
+                &[],
+            ),
+            page(
+                "e1",
+                1,
+                false,
+                &[upsert("aaaaaaaa", 1).replace("\"demo\"", "\"Demo Org\"")],
+                &[],
+            ),
+        ];
+        for p in &bad_entries {
+            assert_eq!(apply_page(&store, &keys, 0, p, 1), Err(SyncError::BadPage));
+        }
+        assert_eq!(store.len(), 0, "nothing written from a bad page");
+    }
+
+    #[test]
+    fn sha256_hex_decoding() {
+        let decoded = decode_sha256_hex(HASH).unwrap();
+        assert_eq!(decoded[0], 0x8f);
+        assert_eq!(decoded[31], 0xa4);
+        assert!(decode_sha256_hex(&HASH[..63]).is_none());
+        assert!(decode_sha256_hex(&HASH.replace('8', "g")).is_none());
+    }
+}
