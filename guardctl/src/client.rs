@@ -1,0 +1,220 @@
+//! A blocking client for the admin API, used by `guardctl keys ...`.
+
+use anyhow::{anyhow, bail, Context};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::Duration;
+use ureq::http::Response;
+use ureq::Body;
+
+/// Environment variable that overrides the admin token file.
+pub const ADMIN_TOKEN_ENV: &str = "GUARDCTL_ADMIN_TOKEN";
+
+/// The admin token from `GUARDCTL_ADMIN_TOKEN` if set, else from `file`.
+pub fn resolve_admin_token(file: &Path) -> anyhow::Result<String> {
+    if let Ok(token) = std::env::var(ADMIN_TOKEN_ENV) {
+        let token = token.trim();
+        if !token.is_empty() {
+            return Ok(token.to_string());
+        }
+    }
+    let raw = std::fs::read_to_string(file).with_context(|| {
+        format!(
+            "cannot read the admin token from {} (`guardctl serve` writes it next to its \
+             database; point --admin-token-file at it or set {ADMIN_TOKEN_ENV})",
+            file.display()
+        )
+    })?;
+    let token = raw.trim();
+    if token.is_empty() {
+        bail!("the admin token file {} is empty", file.display());
+    }
+    Ok(token.to_string())
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CreateKeyParams {
+    pub org: String,
+    pub role: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_in_seconds: Option<u64>,
+}
+
+/// The answer to a create, including the one-time plaintext token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreatedKey {
+    pub key_id: String,
+    pub token: String,
+    pub org: String,
+    pub role: String,
+    pub name: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+}
+
+/// A key as `GET /v1/keys` lists it: the store's row, never a hash or a token.
+pub use crate::store::KeyInfo as ListedKey;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyList {
+    pub keys: Vec<ListedKey>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevokedKey {
+    pub key_id: String,
+    pub revoked: bool,
+    pub version: u64,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: String,
+}
+
+pub struct AdminClient {
+    agent: ureq::Agent,
+    base_url: String,
+    admin_token: String,
+}
+
+impl AdminClient {
+    /// `server` is the base URL of `guardctl serve`, e.g. `http://127.0.0.1:8081`
+    /// (a bare `host:port` is taken as http).
+    pub fn new(server: &str, admin_token: String) -> anyhow::Result<Self> {
+        let server = server.trim().trim_end_matches('/');
+        let base_url = if server.starts_with("http://") {
+            server.to_string()
+        } else if server.starts_with("https://") {
+            bail!("{server}: guardctl serves plain http; use an http:// URL")
+        } else if server.contains("://") {
+            bail!("{server}: only http:// URLs are supported")
+        } else {
+            format!("http://{server}")
+        };
+        let agent = ureq::Agent::config_builder()
+            // Error answers carry a JSON message worth showing; read them like any other.
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .timeout_global(Some(Duration::from_secs(300)))
+            .build()
+            .into();
+        Ok(AdminClient {
+            agent,
+            base_url,
+            admin_token,
+        })
+    }
+
+    pub fn create_key(&self, params: &CreateKeyParams) -> anyhow::Result<CreatedKey> {
+        let url = format!("{}/v1/keys", self.base_url);
+        let body = serde_json::to_string(params)?;
+        let response = self
+            .agent
+            .post(&url)
+            .header("Authorization", self.authorization())
+            .content_type("application/json")
+            .send(body.as_str());
+        self.decode(&url, response, None)
+    }
+
+    pub fn list_keys(&self) -> anyhow::Result<KeyList> {
+        let url = format!("{}/v1/keys", self.base_url);
+        let response = self
+            .agent
+            .get(&url)
+            .header("Authorization", self.authorization())
+            .call();
+        self.decode(&url, response, None)
+    }
+
+    pub fn revoke_key(&self, key_id: &str) -> anyhow::Result<RevokedKey> {
+        // Key-ids are [a-z0-9]; anything else cannot name a key, and must not reshape the URL.
+        if key_id.is_empty() || !key_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            bail!("no such key: {key_id:?} (key ids are letters and digits)");
+        }
+        let url = format!("{}/v1/keys/{key_id}", self.base_url);
+        let response = self
+            .agent
+            .delete(&url)
+            .header("Authorization", self.authorization())
+            .call();
+        self.decode(&url, response, Some(format!("no such key: {key_id}")))
+    }
+
+    fn authorization(&self) -> String {
+        format!("Bearer {}", self.admin_token)
+    }
+
+    /// Turns an answer into `T`, or into an error that says what went wrong in plain words.
+    fn decode<T: for<'de> Deserialize<'de>>(
+        &self,
+        url: &str,
+        response: Result<Response<Body>, ureq::Error>,
+        not_found: Option<String>,
+    ) -> anyhow::Result<T> {
+        let mut response = response.map_err(|err| {
+            anyhow!(
+                "cannot reach the guardctl server at {} ({err}); is `guardctl serve` running? \
+                 (set --server or GUARDCTL_SERVER)",
+                self.base_url
+            )
+        })?;
+        let status = response.status();
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(u64::MAX) // a million keys are far more than the default 10 MB
+            .read_to_string()
+            .with_context(|| format!("cannot read the answer from {url}"))?;
+        if status.is_success() {
+            return serde_json::from_str(&body)
+                .with_context(|| format!("unexpected answer from {url}"));
+        }
+        let message = serde_json::from_str::<ErrorBody>(&body)
+            .map(|e| e.error)
+            .unwrap_or_else(|_| body.chars().take(200).collect());
+        match (status.as_u16(), not_found) {
+            (401, _) => bail!(
+                "the server rejected the admin token ({message}); check --admin-token-file \
+                 or {ADMIN_TOKEN_ENV}"
+            ),
+            (404, Some(not_found)) => bail!("{not_found}"),
+            (code, _) => bail!("server answered {code}: {message}"),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_urls() {
+        let token = || "t".to_string();
+        assert_eq!(
+            AdminClient::new("http://127.0.0.1:8081/", token())
+                .unwrap()
+                .base_url,
+            "http://127.0.0.1:8081"
+        );
+        assert_eq!(
+            AdminClient::new("localhost:9000", token())
+                .unwrap()
+                .base_url,
+            "http://localhost:9000"
+        );
+        assert!(AdminClient::new("https://example.test", token()).is_err());
+        assert!(AdminClient::new("ftp://example.test", token()).is_err());
+    }
+
+    #[test]
+    fn unreachable_server_is_a_clear_error() {
+        // Port 1 on loopback: nothing listens there, the connection is refused at once.
+        let client = AdminClient::new("http://127.0.0.1:1", "t".into()).unwrap();
+        let err = client.list_keys().unwrap_err().to_string();
+        assert!(err.contains("cannot reach"), "{err}");
+    }
+}

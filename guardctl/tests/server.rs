@@ -1,0 +1,473 @@
+//! In-process tests of `guardctl serve`: the admin API, the key-set sync API with long-polling,
+//! and durability across a restart.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use guardctl::client::{AdminClient, CreateKeyParams};
+use guardctl::server::{ServeConfig, Server};
+use guardctl::token::sha256_hex;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// A server on an ephemeral port, on its own runtime thread; stopped (gracefully) on drop.
+struct TestServer {
+    url: String,
+    admin_token: String,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<thread::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestServer {
+    fn start(db_path: &Path) -> TestServer {
+        Self::start_with_page_size(db_path, 1000)
+    }
+
+    fn start_with_page_size(db_path: &Path, sync_page_size: usize) -> TestServer {
+        let config = ServeConfig {
+            db_path: db_path.to_path_buf(),
+            sync_page_size,
+        };
+        let server = Server::open(&config).expect("open server");
+        let admin_token = std::fs::read_to_string(server.admin_token_path()).unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let thread = thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                server
+                    .run(listener, async move {
+                        let _ = stopped.await;
+                    })
+                    .await
+            })
+        });
+        TestServer {
+            url,
+            admin_token,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    fn client(&self) -> AdminClient {
+        AdminClient::new(&self.url, self.admin_token.clone()).unwrap()
+    }
+
+    /// Stops the server and waits for `run` to return, failing if it takes too long.
+    fn stop(mut self) {
+        self.shutdown_within(Duration::from_secs(10));
+    }
+
+    fn shutdown_within(&mut self, limit: Duration) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let started = Instant::now();
+            while !thread.is_finished() {
+                assert!(
+                    started.elapsed() < limit,
+                    "server did not stop in {limit:?}"
+                );
+                thread::sleep(Duration::from_millis(10));
+            }
+            thread.join().unwrap().expect("server run failed");
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if !thread::panicking() {
+            self.shutdown_within(Duration::from_secs(10));
+        }
+    }
+}
+
+fn http() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+/// GET `url`, returning the status and the JSON body (`Value::Null` if not JSON).
+fn get(url: &str, admin_token: Option<&str>) -> (u16, Value) {
+    let mut request = http().get(url);
+    if let Some(token) = admin_token {
+        request = request.header("Authorization", format!("Bearer {token}"));
+    }
+    let mut response = request.call().unwrap();
+    let status = response.status().as_u16();
+    let body = response.body_mut().read_to_string().unwrap();
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+fn post_json(url: &str, admin_token: Option<&str>, body: &str) -> (u16, Value) {
+    let mut request = http().post(url).content_type("application/json");
+    if let Some(token) = admin_token {
+        request = request.header("Authorization", format!("Bearer {token}"));
+    }
+    let mut response = request.send(body).unwrap();
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn keyset(server: &TestServer, since: u64, wait_ms: u64) -> Value {
+    let url = format!("{}/v1/keyset?since={since}&wait_ms={wait_ms}", server.url);
+    let (status, body) = get(&url, None);
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+fn db_in(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("data").join("guard.db")
+}
+
+fn params(name: &str) -> CreateKeyParams {
+    CreateKeyParams {
+        org: "demo".into(),
+        role: "admin".into(),
+        name: name.into(),
+        expires_in_seconds: None,
+    }
+}
+
+#[test]
+fn create_list_long_poll_revoke_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_in(&dir);
+    let server = TestServer::start(&db);
+    let client = server.client();
+
+    // Create.
+    let first = client.create_key(&params("first")).unwrap();
+    let second = client
+        .create_key(&CreateKeyParams {
+            expires_in_seconds: Some(3600),
+            ..params("second")
+        })
+        .unwrap();
+    assert!(first.token.starts_with(&format!("amt_{}_", first.key_id)));
+    assert_eq!(first.token.len(), 4 + 12 + 1 + 43);
+    assert_eq!(
+        second.expires_at.map(|at| at - second.created_at),
+        Some(3600)
+    );
+
+    // List: both keys, never a token or a hash.
+    let (status, listed) = get(
+        &format!("{}/v1/keys", server.url),
+        Some(&server.admin_token),
+    );
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = listed["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["key_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![first.key_id.as_str(), second.key_id.as_str()]);
+    let listed_text = listed.to_string();
+    assert!(!listed_text.contains(&first.token));
+    assert!(!listed_text.contains(&sha256_hex(first.token.as_bytes())));
+    assert!(!listed_text.contains("sha256") && !listed_text.contains("token"));
+
+    // Full sync: the hash rows.
+    let page = keyset(&server, 0, 0);
+    assert_eq!(page["version"], 2);
+    assert_eq!(page["more"], false);
+    let epoch = page["epoch"].as_str().unwrap().to_string();
+    assert_eq!(epoch.len(), 16);
+    assert_eq!(
+        page["upserts"][0]["sha256"].as_str().unwrap(),
+        sha256_hex(first.token.as_bytes())
+    );
+    assert_eq!(page["upserts"][0]["version"], 1);
+    assert_eq!(page["upserts"][0]["org"], "demo");
+    assert_eq!(page["upserts"][0]["expires_at"], Value::Null);
+    assert_eq!(page["upserts"][1]["expires_at"], second.expires_at.unwrap());
+
+    // A long-poll at the current version is answered by the revoke, not by its timeout.
+    let poll_url = format!("{}/v1/keyset?since=2&wait_ms=20000", server.url);
+    let poller = thread::spawn(move || {
+        let started = Instant::now();
+        let answer = get(&poll_url, None);
+        (answer, started.elapsed())
+    });
+    thread::sleep(Duration::from_millis(300));
+    let revoked = client.revoke_key(&first.key_id).unwrap();
+    assert!(revoked.revoked);
+    assert_eq!(revoked.version, 3);
+    let ((status, woken), waited) = poller.join().unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        waited < Duration::from_secs(10),
+        "long-poll took {waited:?}"
+    );
+    assert_eq!(woken["version"], 3);
+    assert_eq!(woken["upserts"], Value::Array(vec![]));
+    assert_eq!(woken["revocations"][0]["key_id"], first.key_id.as_str());
+    assert_eq!(woken["revocations"][0]["version"], 3);
+
+    // After the revoke a fresh load never carries the revoked key's hash.
+    let fresh = keyset(&server, 0, 0);
+    assert!(!fresh
+        .to_string()
+        .contains(&sha256_hex(first.token.as_bytes())));
+    assert_eq!(fresh["revocations"][0]["key_id"], first.key_id.as_str());
+    assert_eq!(fresh["revocations"][0]["version"], 1);
+
+    // Nothing new: the long-poll times out with version = since and empty lists.
+    let started = Instant::now();
+    let idle = keyset(&server, 3, 300);
+    assert!(started.elapsed() >= Duration::from_millis(290));
+    assert_eq!(idle["version"], 3);
+    assert_eq!(idle["more"], false);
+    assert_eq!(idle["upserts"], Value::Array(vec![]));
+    assert_eq!(idle["revocations"], Value::Array(vec![]));
+
+    // Revoking twice: 404.
+    let again = client.revoke_key(&first.key_id).unwrap_err().to_string();
+    assert!(again.contains("no such key"), "{again}");
+
+    let admin_token = server.admin_token.clone();
+    server.stop();
+
+    // Restart on the same database: same admin token, epoch, version and keys.
+    let server = TestServer::start(&db);
+    assert_eq!(server.admin_token, admin_token);
+    let listed = server.client().list_keys().unwrap();
+    assert_eq!(listed.keys.len(), 1);
+    assert_eq!(listed.keys[0].key_id, second.key_id);
+    assert_eq!(listed.keys[0].name, "second");
+    let page = keyset(&server, 3, 0);
+    assert_eq!(page["epoch"].as_str(), Some(epoch.as_str()));
+    assert_eq!(page["version"], 3);
+    server.stop();
+}
+
+#[test]
+fn admin_api_refuses_bad_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&db_in(&dir));
+    let keys_url = format!("{}/v1/keys", server.url);
+    let token = Some(server.admin_token.as_str());
+
+    // No token, wrong token, wrong scheme: 401 with a JSON error.
+    let good_body = r#"{"org":"demo","role":"admin","name":"x"}"#;
+    for bad in [None, Some("wrong"), Some("")] {
+        let (status, body) = post_json(&keys_url, bad, good_body);
+        assert_eq!(status, 401);
+        assert!(body["error"].is_string());
+        assert_eq!(get(&keys_url, bad).0, 401);
+    }
+    let mut response = http()
+        .get(&keys_url)
+        .header("Authorization", format!("Basic {}", server.admin_token))
+        .call()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+    let _ = response.body_mut().read_to_string();
+
+    // Bad input: 400 with a JSON error, and nothing created.
+    for body in [
+        r#"{"org":"Demo","role":"admin","name":"x"}"#,
+        r#"{"org":"demo","role":"-admin","name":"x"}"#,
+        r#"{"org":"demo","role":"admin","name":""}"#,
+        r#"{"org":"demo","role":"admin","name":"line\nbreak"}"#,
+        r#"{"org":"demo","role":"admin","name":"x","expires_in_seconds":0}"#,
+        r#"{"org":"demo","role":"admin","name":"x","expires_in_seconds":-1}"#,
+        r#"{"org":"demo","role":"admin","name":"x","expires_in_seconds":1.5}"#,
+        r#"{"org":"demo","role":"admin","name":"x","expires_in_seconds":"60"}"#,
+        r#"{"org":"demo","role":"admin"}"#,
+        r#"{"org":"demo","role":"admin","name":"x","extra":1}"#,
+        r#"not json"#,
+    ] {
+        let (status, answer) = post_json(&keys_url, token, body);
+        assert_eq!(status, 400, "{body} -> {answer}");
+        assert!(answer["error"].is_string(), "{body} -> {answer}");
+    }
+    let long_name = format!(
+        r#"{{"org":"demo","role":"admin","name":"{}"}}"#,
+        "n".repeat(129)
+    );
+    assert_eq!(post_json(&keys_url, token, &long_name).0, 400);
+    assert_eq!(get(&keys_url, token).1["keys"], Value::Array(vec![]));
+
+    // A good one, with and without expiry (null is the same as absent).
+    let (status, created) = post_json(&keys_url, token, good_body);
+    assert_eq!(status, 201, "{created}");
+    for field in ["key_id", "token", "org", "role", "name", "created_at"] {
+        assert!(!created[field].is_null(), "{field} missing");
+    }
+    assert_eq!(created["expires_at"], Value::Null);
+    let with_null = r#"{"org":"demo","role":"admin","name":"y","expires_in_seconds":null}"#;
+    assert_eq!(post_json(&keys_url, token, with_null).0, 201);
+
+    // Revoke of unknown or malformed ids: 404.
+    for id in ["aaaaaaaaaaaa", "NOT-AN-ID", "x"] {
+        let mut response = http()
+            .delete(&format!("{keys_url}/{id}"))
+            .header("Authorization", format!("Bearer {}", server.admin_token))
+            .call()
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 404, "{id}");
+        let body: Value =
+            serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
+        assert!(body["error"].is_string());
+    }
+
+    // Sync API: malformed parameters get 400; it needs no admin token.
+    for query in [
+        "since=-1",
+        "since=abc",
+        "since=",
+        "wait_ms=soon",
+        "since=1&since=2",
+    ] {
+        let (status, body) = get(&format!("{}/v1/keyset?{query}", server.url), None);
+        assert_eq!(status, 400, "{query}");
+        assert!(body["error"].is_string(), "{query}");
+    }
+    assert_eq!(get(&format!("{}/v1/keyset", server.url), None).0, 200);
+
+    // since beyond the current version (restored database): the same answer as since=0.
+    assert_eq!(keyset(&server, 999, 5000), keyset(&server, 0, 0));
+
+    // Health check without auth.
+    let mut health = http()
+        .get(&format!("{}/healthz", server.url))
+        .call()
+        .unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    assert_eq!(health.body_mut().read_to_string().unwrap(), "ok");
+
+    assert_eq!(get(&format!("{}/nope", server.url), None).0, 404);
+}
+
+#[test]
+fn sync_pages_through_a_large_backlog() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with_page_size(&db_in(&dir), 4);
+    let client = server.client();
+    let created: Vec<_> = (0..10)
+        .map(|i| client.create_key(&params(&format!("k{i}"))).unwrap())
+        .collect();
+    client.revoke_key(&created[9].key_id).unwrap(); // version 11
+
+    let mut since = 0;
+    let mut pages = 0;
+    let mut live = std::collections::HashMap::new();
+    loop {
+        let page = keyset(&server, since, 0);
+        pages += 1;
+        for upsert in page["upserts"].as_array().unwrap() {
+            live.insert(upsert["key_id"].as_str().unwrap().to_string(), ());
+        }
+        for revocation in page["revocations"].as_array().unwrap() {
+            live.remove(revocation["key_id"].as_str().unwrap());
+        }
+        since = page["version"].as_u64().unwrap();
+        if page["more"] == false {
+            break;
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(since, 11);
+    assert_eq!(live.len(), 9);
+    assert!(!live.contains_key(&created[9].key_id));
+}
+
+#[test]
+fn shutdown_answers_pending_long_polls() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = TestServer::start(&db_in(&dir));
+    let poll_url = format!("{}/v1/keyset?since=0&wait_ms=60000", server.url);
+    let poller = thread::spawn(move || get(&poll_url, None));
+    thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    server.shutdown_within(Duration::from_secs(5));
+    let (status, body) = poller.join().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(status, 200);
+    assert_eq!(body["version"], 0);
+    assert_eq!(body["upserts"], Value::Array(vec![]));
+}
+
+/// A thousand proxies long-polling at once cost no thread each, and one commit wakes them all.
+#[test]
+fn a_thousand_long_polls_wake_on_one_change() {
+    // Client and server sockets live in this one process: two descriptors per poll. Run fewer
+    // polls rather than fail where the open-file limit is low (the binary raises its own).
+    let poll_count = 1000.min(open_file_limit().saturating_sub(200) / 2);
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&db_in(&dir));
+    let address = server.url.trim_start_matches("http://").to_string();
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let answers = runtime.block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut polls = tokio::task::JoinSet::new();
+        for _ in 0..poll_count {
+            let address = address.clone();
+            polls.spawn(async move {
+                let mut stream = tokio::net::TcpStream::connect(&address).await?;
+                let request = format!(
+                    "GET /v1/keyset?since=0&wait_ms=30000 HTTP/1.1\r\nHost: {address}\r\n\
+                     Connection: close\r\n\r\n"
+                );
+                stream.write_all(request.as_bytes()).await?;
+                let mut answer = String::new();
+                stream.read_to_string(&mut answer).await?;
+                Ok::<String, std::io::Error>(answer)
+            });
+        }
+        // Give the polls time to arrive and park; any that arrive after the create get the
+        // same change at once, so the outcome does not depend on this timing.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let client = server.client();
+        let created = tokio::task::spawn_blocking(move || client.create_key(&params("wake")))
+            .await
+            .unwrap()
+            .unwrap();
+        let started = Instant::now();
+        let mut answers = Vec::new();
+        while let Some(answer) = polls.join_next().await {
+            answers.push(answer.unwrap().unwrap());
+        }
+        (created, answers, started.elapsed())
+    });
+    let (created, answers, elapsed) = answers;
+    assert_eq!(answers.len(), poll_count);
+    assert!(elapsed < Duration::from_secs(20), "waking took {elapsed:?}");
+    for answer in &answers {
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains(&created.key_id), "{answer}");
+    }
+}
+
+/// The soft limit on open files, from /proc/self/limits (1024 if unreadable).
+fn open_file_limit() -> usize {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+            line.split_whitespace().nth(3)?.parse().ok()
+        })
+        .unwrap_or(1024)
+}
