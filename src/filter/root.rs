@@ -196,6 +196,7 @@ impl GuardRoot {
         if let Some(metrics) = &self.metrics {
             metrics.sync_result(true);
         }
+        self.publish_gauges(config, now_ms());
         // Ask again at once: the long-poll is what makes revocations arrive in milliseconds.
         if self.hold_lease(config, now_ms()) {
             self.poll(config);

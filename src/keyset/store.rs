@@ -72,7 +72,7 @@ mod memory {
     }
 
     impl MemoryStore {
-        pub fn len(&self) -> usize {
+        pub fn entry_count(&self) -> usize {
             self.entries.borrow().len()
         }
         pub fn clear(&self) {

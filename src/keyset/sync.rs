@@ -480,7 +480,7 @@ mod tests {
         for p in &bad_entries {
             assert_eq!(apply_page(&store, &keys, 0, p, 1), Err(SyncError::BadPage));
         }
-        assert_eq!(store.len(), 0, "nothing written from a bad page");
+        assert_eq!(store.entry_count(), 0, "nothing written from a bad page");
     }
 
     #[test]

