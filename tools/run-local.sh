@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 ENVOY=${ENVOY:-.venv/bin/envoy}
 BIN=target/native-release
-DATA=.data
+DATA=${MCP_GUARD_DATA:-.data}
 mkdir -p "$DATA"
 pids=()
 

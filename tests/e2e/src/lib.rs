@@ -80,6 +80,8 @@ pub struct Process {
     name: String,
     child: Child,
     pub log: PathBuf,
+    /// Leads its own process group (like a terminal's foreground job); dropped, the group dies.
+    group_leader: bool,
 }
 
 impl Process {
@@ -100,11 +102,36 @@ impl Process {
             name: name.to_string(),
             child,
             log,
+            group_leader: false,
         }
+    }
+
+    /// Spawns `cmd` as the leader of a new process group, so [`Process::signal_group`] reaches
+    /// it and everything it starts.
+    pub fn spawn_group(name: &str, dir: &Path, cmd: &mut Command) -> Process {
+        use std::os::unix::process::CommandExt;
+        let mut process = Self::spawn(name, dir, cmd.process_group(0));
+        process.group_leader = true;
+        process
     }
 
     pub fn log_text(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` to the process group this process leads (spawned with `process_group(0)`).
+    /// Calls kill(2) directly: procps' `kill` command here misreads negative pids.
+    pub fn signal_group(&self, signal: i32) {
+        let pgid = i32::try_from(self.child.id()).unwrap();
+        assert!(pgid > 1, "refusing to signal process group {pgid}");
+        // SAFETY: kill(2) with a negative pid signals exactly that process group.
+        unsafe {
+            libc::kill(-pgid, signal);
+        }
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -112,6 +139,9 @@ impl Process {
     }
 
     pub fn kill(&mut self) {
+        if self.group_leader && self.is_running() {
+            self.signal_group(libc::SIGKILL);
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
