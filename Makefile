@@ -12,8 +12,8 @@ ENVOY_CONFIGS := $(wildcard envoy/*.yaml)
 # `make run MCP_UPSTREAM=127.0.0.1:3000` proxies to an existing MCP server instead of the demo one.
 MCP_UPSTREAM  ?=
 
-.PHONY: help setup rust-targets envoy wasm wasm-trap native build unit unit-native unit-wasm \
-        lint validate e2e test run clean
+.PHONY: help setup rust-targets envoy wasm wasm-trap bench-wasm native build unit unit-native unit-wasm \
+        lint validate e2e test run bench bench-quick bench-deps clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -55,11 +55,12 @@ lint: ## rustfmt and clippy (unwrap/expect/panic denied outside tests)
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p mcp-guard --release --target wasm32-wasip1 -- -D warnings
 
-validate: wasm envoy ## `envoy --mode validate` on every shipped Envoy config with the built module
+validate: wasm bench-wasm native envoy ## `envoy --mode validate` on every shipped and bench Envoy config
 	@for config in $(ENVOY_CONFIGS); do \
 	  echo "validate $$config"; \
 	  $(ENVOY) --mode validate -c $$config --use-dynamic-base-id --log-level warn || exit 1; \
 	done
+	cargo run --quiet --profile native-release -p mcp-guard-bench -- --validate-configs
 
 e2e: build wasm-trap envoy ## End-to-end tests: real Envoy, real guardctl, real MCP upstream
 	cargo test -p mcp-guard-e2e -- --test-threads=2
@@ -68,6 +69,18 @@ test: lint unit validate e2e ## Everything CI runs
 
 run: build envoy ## The local stack: guardctl :8081, demo MCP :8000, Envoy :10000 (admin :9901)
 	MCP_UPSTREAM=$(MCP_UPSTREAM) ENVOY=$(ENVOY) tools/run-local.sh
+
+bench-deps: ## Install the load generator (wrk, from Debian) if missing
+	@command -v wrk >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk)
+
+bench-wasm: rust-targets ## Build the no-op wasm filter that is the benchmarks' floor
+	cargo build --release --target wasm32-wasip1 -p noop-filter
+
+bench: build bench-wasm envoy bench-deps ## Measure (about 10 min); writes BENCHMARKS.md and bench/results.json
+	taskset -c 1 cargo run --profile native-release -p mcp-guard-bench
+
+bench-quick: build bench-wasm envoy bench-deps ## A 2-minute smoke run of the benchmark (figures not for README)
+	taskset -c 1 cargo run --profile native-release -p mcp-guard-bench -- --quick
 
 clean: ## Remove build outputs and local data (keeps the virtualenv)
 	cargo clean

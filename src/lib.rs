@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod config;
 pub mod keyset;
+pub mod mcp;
 pub mod reply;
 pub mod request;
 

@@ -1,4 +1,4 @@
-// Runs a wasm32-wasip1 test binary in Node's V8 (the engine Envoy embeds) through WASI preview1.
+// Runs a wasm32-wasip1 test or example binary in Node's V8 (the engine Envoy embeds) through WASI preview1.
 // Cargo calls it as the target runner: `node tools/wasi-test-runner.mjs <test.wasm> [args...]`.
 // proxy-wasm host functions are stubbed to throw: the pure logic under test must never call them.
 import { readFile } from "node:fs/promises";
@@ -16,4 +16,7 @@ for (const imp of WebAssembly.Module.imports(module)) {
   }
 }
 const instance = await WebAssembly.instantiate(module, { wasi_snapshot_preview1: wasi.wasiImport, env });
-process.exitCode = wasi.start(instance);
+// Binaries that link the filter also export the reactor entry `_initialize`, which WASI's
+// start() refuses next to `_start`: hand it only what a command needs.
+const { _start, memory } = instance.exports;
+process.exitCode = wasi.start({ exports: { _start, memory } });

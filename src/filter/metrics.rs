@@ -12,6 +12,7 @@ pub struct Metrics {
     seconds_since_sync: u32,
     sync_ok: u32,
     sync_failed: u32,
+    linear_memory_bytes: u32,
 }
 
 impl Metrics {
@@ -29,6 +30,7 @@ impl Metrics {
             seconds_since_sync: gauge("mcp_guard.keyset.seconds_since_sync")?,
             sync_ok: counter("mcp_guard.sync.succeeded")?,
             sync_failed: counter("mcp_guard.sync.failed")?,
+            linear_memory_bytes: gauge("mcp_guard.vm.linear_memory_bytes")?,
         })
     }
 
@@ -44,6 +46,13 @@ impl Metrics {
         let _ = hostcalls::record_metric(self.keyset_version, version);
         let _ = hostcalls::record_metric(self.seconds_since_sync, seconds_since_sync);
     }
+    /// Size of this VM's linear memory (every VM of the plugin reports into the same gauge; they
+    /// differ little, and the bench reads it after load).
+    pub fn linear_memory(&self) {
+        let bytes = core::arch::wasm32::memory_size(0) as u64 * 65_536;
+        let _ = hostcalls::record_metric(self.linear_memory_bytes, bytes);
+    }
+
     pub fn sync_result(&self, ok: bool) {
         let id = if ok { self.sync_ok } else { self.sync_failed };
         let _ = hostcalls::increment_metric(id, 1);

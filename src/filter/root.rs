@@ -216,6 +216,7 @@ impl GuardRoot {
             0
         };
         metrics.keyset(state.version, age_s);
+        metrics.linear_memory();
     }
 }
 

@@ -634,26 +634,52 @@ impl Envoy {
     }
 
     pub fn start(dir: &Path, options: &EnvoyOptions) -> Envoy {
+        Self::start_config(
+            dir,
+            &Self::render(options, 0, 0),
+            options.concurrency,
+            None,
+            "debug",
+        )
+    }
+
+    /// Starts Envoy on a config whose listener and admin ports are 0, optionally pinned to one
+    /// CPU (benchmarks, which also log at production level), and finds the ports it bound.
+    pub fn start_config(
+        dir: &Path,
+        yaml: &str,
+        concurrency: u32,
+        cpu: Option<u32>,
+        wasm_log_level: &str,
+    ) -> Envoy {
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let name = format!("envoy-{}", SEQ.fetch_add(1, Ordering::Relaxed));
         let config = dir.join(format!("{name}.yaml"));
         let admin_address = dir.join(format!("{name}.admin"));
-        fs::write(&config, Self::render(options, 0, 0)).unwrap();
+        fs::write(&config, yaml).unwrap();
+        let mut command = match cpu {
+            Some(cpu) => {
+                let mut taskset = Command::new("taskset");
+                taskset.args(["-c", &cpu.to_string()]).arg(envoy_bin());
+                taskset
+            }
+            None => Command::new(envoy_bin()),
+        };
         let mut process = Process::spawn(
             &name,
             dir,
-            Command::new(envoy_bin()).args([
+            command.args([
                 "-c",
                 config.to_str().unwrap(),
                 "--concurrency",
-                &options.concurrency.to_string(),
+                &concurrency.to_string(),
                 "--use-dynamic-base-id",
                 "--admin-address-path",
                 admin_address.to_str().unwrap(),
                 "--log-level",
                 "info",
                 "--component-log-level",
-                "wasm:debug",
+                &format!("wasm:{wasm_log_level}"),
                 // Access logs reach the file in 100 ms instead of Envoy's default 10 s.
                 "--file-flush-interval-msec",
                 "100",

