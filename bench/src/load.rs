@@ -15,7 +15,7 @@ use crate::{Scenario, Settings};
 #[derive(Clone)]
 pub struct RequestSpec {
     method: &'static str,
-    path: &'static str,
+    path: String,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
 }
@@ -24,8 +24,20 @@ impl RequestSpec {
     pub fn get(token: Option<&str>) -> Self {
         Self {
             method: "GET",
-            path: "/api/mcp",
+            path: "/api/mcp".into(),
             headers: bearer(token),
+            body: vec![],
+        }
+    }
+
+    /// A request to the host-call probe: perform `op` `repeat` times.
+    pub fn probe(op: &str, repeat: u32) -> Self {
+        Self {
+            method: "GET",
+            path: format!("/probe/{op}/{repeat}"),
+            headers: bearer(Some(
+                "amt_k3x9a0b1c2d3_Zk3x9a0b1c2d3e4f5g6h7i8j9k0l1m2n3o4p5q6r7s8",
+            )),
             body: vec![],
         }
     }
@@ -46,7 +58,7 @@ impl RequestSpec {
         ));
         Self {
             method: "POST",
-            path: "/api/mcp",
+            path: "/api/mcp".into(),
             headers,
             body,
         }
@@ -97,7 +109,7 @@ impl Load {
 
     /// Status of one request, to check that a scenario measures the path it claims to.
     pub fn probe(&self, port: u16, spec: &RequestSpec) -> u16 {
-        let mut request = Request::get(spec.path);
+        let mut request = Request::get(&spec.path);
         request.method = spec.method.into();
         request.headers = spec.headers.clone();
         request.body = spec.body.clone();

@@ -66,11 +66,18 @@ pub struct Scenario {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let settings = if args.iter().any(|a| a == "--quick") {
+    let mut settings = if args.iter().any(|a| a == "--quick") {
         Settings::quick()
     } else {
         Settings::full()
     };
+    if let Some(n) = args
+        .iter()
+        .position(|a| a == "--rounds")
+        .and_then(|i| args.get(i + 1))
+    {
+        settings.rounds = n.parse().expect("--rounds takes a number");
+    }
     let only_validate = args.iter().any(|a| a == "--validate-configs");
     let dir = scratch_dir("bench");
 
@@ -85,6 +92,7 @@ fn main() {
         Variant::McpGuard {
             guardctl_port: guardctl.port,
         },
+        Variant::HostcallProbe,
     ];
     if only_validate {
         for variant in &variants {
@@ -157,7 +165,7 @@ fn main() {
 fn scenarios(token: &str, bad_token: &str) -> Vec<Scenario> {
     let get = |token: Option<&str>| RequestSpec::get(token);
     let post = |size: usize| RequestSpec::tools_call(Some(token), size);
-    vec![
+    let mut scenarios = vec![
         Scenario {
             id: "none_get",
             title: "no filter, GET",
@@ -246,8 +254,70 @@ fn scenarios(token: &str, bad_token: &str) -> Vec<Scenario> {
             expect_ok: true,
             fixed_rate: false,
         },
-    ]
+    ];
+    let probe_n = |id: &'static str, title: &'static str, op: &str, repeat: u32| Scenario {
+        id,
+        title,
+        envoy: 4,
+        request: RequestSpec::probe(op, repeat),
+        expect_ok: true,
+        fixed_rate: false,
+    };
+    let probe =
+        |id, title, op: &str| probe_n(id, title, op, if op == "none" { 0 } else { PROBE_REPEAT });
+    scenarios.extend([
+        probe("probe_none", "host-call probe: floor", "none"),
+        probe(
+            "probe_get_map",
+            "probe: get_map (all request headers)",
+            "get_map",
+        ),
+        probe(
+            "probe_get_header",
+            "probe: get_map_value (one header)",
+            "get_header",
+        ),
+        probe(
+            "probe_get_shared_data",
+            "probe: get_shared_data (60 B)",
+            "get_shared_data",
+        ),
+        probe(
+            "probe_set_header",
+            "probe: set_map_value (request header)",
+            "set_header",
+        ),
+        probe(
+            "probe_remove_header",
+            "probe: remove_map_value",
+            "remove_header",
+        ),
+        probe(
+            "probe_set_property",
+            "probe: set_property (filter state)",
+            "set_property",
+        ),
+        probe(
+            "probe_increment_metric",
+            "probe: increment_metric",
+            "increment_metric",
+        ),
+        probe(
+            "probe_get_current_time",
+            "probe: get_current_time",
+            "get_current_time",
+        ),
+        probe(
+            "probe_sha256",
+            "probe: SHA-256 of a token (no host call)",
+            "sha256",
+        ),
+    ]);
+    scenarios
 }
+
+/// How many times a probe repeats its call per request.
+pub const PROBE_REPEAT: u32 = 10;
 
 /// Size of the shipped module, and VM start and linear memory as Envoy and the filter report them.
 fn module_facts(guard: &BenchEnvoy) -> Value {

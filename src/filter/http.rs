@@ -122,7 +122,7 @@ impl HttpContext for GuardHttp {
         };
         let lookup_key =
             |key_id: &str| lookup(&HostStore, &config.keys, key_id).unwrap_or(Lookup::NotLoaded);
-        let decision = decide(&headers, &config, lookup_key, now_ms() / 1_000);
+        let decision = decide(&headers, &config, lookup_key, || now_ms() / 1_000);
         match decision.result {
             Ok(identity) => self.allow(&config, &identity),
             Err(reason) => self.deny(reason, decision.key_id, headers.request_id),
