@@ -1,1 +1,25 @@
-//! MCP JSON-RPC body inspection (issue 4): in progress.
+//! MCP request-body inspection: pure logic, no host calls.
+//!
+//! - [`body`]: accumulates the body from proxy-wasm callbacks (cumulative sizes, size limit).
+//! - [`json`]: a strict, non-recursive JSON parser that refuses anything peers could read
+//!   differently (duplicate or case-colliding keys, invisible key characters, BOM, trailing data,
+//!   lone surrogates, out-of-range numbers, too deep nesting).
+//! - [`names`]: secret-name matching on whole words after case folding and splitting.
+//! - [`inspect`]: the JSON-RPC / MCP policy and the JSON-RPC error replies.
+//! - [`text`]: case folding, the invisible-character table and the `amt_` token scanner.
+
+pub mod body;
+pub mod inspect;
+pub mod json;
+pub mod names;
+pub mod text;
+
+#[cfg(test)]
+mod tests;
+
+pub use body::{BodyBuffer, Outcome, PushError, Step};
+pub use inspect::{
+    check_param_header, check_param_header_name, inspect_body, inspect_request, InspectConfig,
+    McpHeaders, RejectKind, Rejection, Verdict,
+};
+pub use names::NamePolicy;

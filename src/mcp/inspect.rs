@@ -1,0 +1,1259 @@
+//! The JSON-RPC / MCP body policy: what a buffered request body must look like to be forwarded.
+//!
+//! # Order of checks
+//!
+//! 1. Strict JSON ([`super::json`]): any error is a `-32700` parse error whose rule is the
+//!    parser's code (`duplicate_key`, `case_fold_collision`, `bom`, ...).
+//! 2. JSON-RPC 2.0 shape (`-32600`, rule `invalid_message` / `empty_batch` /
+//!    `noncanonical_member`). The body is one message object or a non-empty array of them (a
+//!    batch); every element is inspected and one bad element rejects the whole batch. Each message
+//!    has `"jsonrpc": "2.0"` and is either
+//!    - a request or notification: `method` a string, `id` (if present) a string, number or null,
+//!      `params` (if present) an object or array, no `result`/`error`; or
+//!    - a response (clients answer server requests such as sampling and elicitation this way):
+//!      no `method`, an `id` (string, number or null), and exactly one of `result` and `error`
+//!      (`error` an object).
+//!
+//!    Other members are allowed (and inspected). A member whose name case-folds to one of
+//!    `jsonrpc id method params result error` but is spelled differently (`"Params"`, `"ID"`,
+//!    `"pa\u017Fams"`) is refused: a case-insensitive decoder upstream would bind it.
+//! 3. `Mcp-Method` / `Mcp-Name` headers, when present, must equal the body (`-32020`
+//!    HeaderMismatch, the code MCP defines for it; rule `header_mismatch`). See [`McpHeaders`].
+//! 4. `tools/call`: `params` an object, `params.name` a string, `params.arguments` an object or
+//!    absent (`null` is refused), and `name`, `arguments`, `_meta` spelled exactly (`-32602`, rule
+//!    `invalid_tool_call` / `noncanonical_member`).
+//! 5. Secrets (`-32602`), in document order, over the whole message:
+//!    - every key inside `params.arguments` of a `tools/call` (at any depth, objects inside arrays
+//!      too) is checked with the [`NamePolicy`]: rule = the deny phrase's rule;
+//!    - every string, key or value, anywhere in the message, is scanned for a token of our own
+//!      grammar after unescaping: rule `amt_token_value`;
+//!    - a string whose decoded text starts (after JSON whitespace) with `{`, `[` or `"` is parsed
+//!      as JSON with the same strict parser and inspected with the same rules (keys are
+//!      name-checked when the string is inside `arguments`), up to
+//!      [`InspectConfig::max_embedded_depth`] levels of JSON-in-a-string. A string that starts
+//!      with `{` or `[` but does not parse strictly, or is nested deeper than that, gets a loose
+//!      scan instead: every quoted or bare word directly before a `:` is name-checked, and the
+//!      text with backslash escapes loosely removed is scanned for tokens. Strings starting
+//!      with `"` that do not parse are left alone (plain text).
+//!
+//! Methods other than `tools/call` get checks 1–3 and the token scan of 5.
+//!
+//! # Replies
+//!
+//! A [`Rejection`] is always HTTP 400 with a JSON-RPC error ([`Rejection::body`]). The request
+//! `id` is echoed for a single message when it is a string or number of at most 128 bytes that
+//! holds no token; batches and parse errors get `null`. Messages and paths never hold a value:
+//! paths are made of key names and indexes, printable ASCII only (other characters `\uXXXX`),
+//! each key cut at 64 characters, the whole path at 256 bytes; a key holding a token shows as
+//! `[?]`.
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+use super::json::{self, Document, JsonStr, Kind, ParseOptions, Value};
+use super::names::{NamePolicy, NameScratch};
+use super::text::{contains_amt_token, fold_str_into, json_escape_into};
+
+pub const HTTP_BAD_REQUEST: u16 = 400;
+/// JSON-RPC: invalid JSON.
+pub const PARSE_ERROR: i32 = -32700;
+/// JSON-RPC: not a valid request object.
+pub const INVALID_REQUEST: i32 = -32600;
+/// JSON-RPC: invalid method parameters (secrets in arguments).
+pub const INVALID_PARAMS: i32 = -32602;
+/// MCP (2026-07-28, SEP-2243) HeaderMismatch: `Mcp-*` headers disagree with the body.
+pub const HEADER_MISMATCH: i32 = -32020;
+
+/// Rule of a token found in a value (or key).
+pub const RULE_AMT_TOKEN: &str = "amt_token_value";
+pub const RULE_INVALID_MESSAGE: &str = "invalid_message";
+pub const RULE_EMPTY_BATCH: &str = "empty_batch";
+pub const RULE_NONCANONICAL_MEMBER: &str = "noncanonical_member";
+pub const RULE_INVALID_TOOL_CALL: &str = "invalid_tool_call";
+pub const RULE_HEADER_MISMATCH: &str = "header_mismatch";
+
+/// Default levels of JSON-in-a-string parsed strictly.
+pub const DEFAULT_MAX_EMBEDDED_DEPTH: usize = 2;
+
+const MAX_ID_ECHO: usize = 128;
+const MAX_PATH: usize = 256;
+const MAX_SEGMENT_CHARS: usize = 64;
+const MAX_TOOL_CHARS: usize = 64;
+const MAX_HEADER_VALUE: usize = 8 * 1024;
+
+const MESSAGE_MEMBERS: &[&str] = &["jsonrpc", "id", "method", "params", "result", "error"];
+const TOOL_CALL_MEMBERS: &[&str] = &["name", "arguments", "_meta"];
+
+/// Inspector settings, built once per plugin configuration.
+#[derive(Debug, Clone)]
+pub struct InspectConfig {
+    /// Maximum nesting of arrays/objects in the body (and in each JSON-in-a-string).
+    pub max_depth: usize,
+    /// Levels of JSON-in-a-string parsed strictly (deeper ones get the loose scan).
+    pub max_embedded_depth: usize,
+    pub names: NamePolicy,
+}
+
+impl Default for InspectConfig {
+    fn default() -> Self {
+        InspectConfig {
+            max_depth: json::DEFAULT_MAX_DEPTH,
+            max_embedded_depth: DEFAULT_MAX_EMBEDDED_DEPTH,
+            names: NamePolicy::default(),
+        }
+    }
+}
+
+/// The values of the `Mcp-Method` and `Mcp-Name` request headers (every occurrence; empty when
+/// absent). More than one value of either is a mismatch. Values may use the SEP-2243
+/// `=?base64?<standard base64 of UTF-8>?=` form (markers case-sensitive). `Mcp-Name` is compared
+/// with `params.name` for `tools/call` and `prompts/get`, with `params.uri` for
+/// `resources/read`, `resources/subscribe` and `resources/unsubscribe`, and for other methods
+/// with `params.name` or else `params.uri`; a header with nothing to match in the body is a
+/// mismatch, and so is any `Mcp-*` header on a batch.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct McpHeaders<'a> {
+    pub method: &'a [&'a str],
+    pub name: &'a [&'a str],
+}
+
+/// Which family of check refused the request (for metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectKind {
+    /// Not strict JSON.
+    Parse,
+    /// Not a valid JSON-RPC / MCP message.
+    Shape,
+    /// `Mcp-Method` / `Mcp-Name` disagree with the body.
+    HeaderMismatch,
+    /// An argument (or `Mcp-Param-*` header) named like a credential.
+    SecretName,
+    /// A value holding one of our tokens.
+    SecretValue,
+}
+
+/// Why a request is refused, ready to log (key-id comes from the caller) and to answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub kind: RejectKind,
+    /// Always 400.
+    pub status: u16,
+    /// JSON-RPC error code.
+    pub code: i32,
+    /// The request id as JSON text to echo (`None`: `null`).
+    pub id: Option<String>,
+    /// Client-safe message: names the path, never a value.
+    pub message: String,
+    /// Where: `arguments.config.api_key`, `[1].arguments.items[2].password`, `params._meta.x`,
+    /// `arguments.payload(json).password`; empty for whole-body problems.
+    pub path: String,
+    /// The rule: a name rule (`password`, `api_key`, ...), `amt_token_value`, a JSON error code,
+    /// or one of the `RULE_*` constants.
+    pub rule: String,
+    /// Sanitised `params.name` of a `tools/call`, when known.
+    pub tool: Option<String>,
+}
+
+/// The decision on a body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    Reject(Rejection),
+}
+
+impl Verdict {
+    pub fn is_allow(&self) -> bool {
+        matches!(self, Verdict::Allow)
+    }
+
+    pub fn rejection(&self) -> Option<&Rejection> {
+        match self {
+            Verdict::Allow => None,
+            Verdict::Reject(r) => Some(r),
+        }
+    }
+}
+
+impl Rejection {
+    /// The JSON-RPC 2.0 error response:
+    /// `{"jsonrpc":"2.0","id":<id>,"error":{"code":..,"message":..,"data":{"path":..,"rule":..}}}`.
+    pub fn body(&self) -> String {
+        let mut out = String::with_capacity(160 + self.message.len() + self.path.len());
+        out.push_str("{\"jsonrpc\":\"2.0\",\"id\":");
+        out.push_str(self.id.as_deref().unwrap_or("null"));
+        out.push_str(",\"error\":{\"code\":");
+        out.push_str(&self.code.to_string());
+        out.push_str(",\"message\":\"");
+        json_escape_into(&self.message, &mut out);
+        out.push_str("\",\"data\":{\"path\":\"");
+        json_escape_into(&self.path, &mut out);
+        out.push_str("\",\"rule\":\"");
+        json_escape_into(&self.rule, &mut out);
+        out.push_str("\"}}}");
+        out
+    }
+}
+
+/// Inspects a complete request body without `Mcp-*` headers.
+pub fn inspect_body(body: &[u8], config: &InspectConfig) -> Verdict {
+    inspect_request(body, &McpHeaders::default(), config)
+}
+
+/// Inspects a complete request body and the `Mcp-Method` / `Mcp-Name` header values.
+pub fn inspect_request(body: &[u8], headers: &McpHeaders<'_>, config: &InspectConfig) -> Verdict {
+    let options = ParseOptions {
+        max_depth: config.max_depth,
+    };
+    let mut inspector = Inspector::new(config, options);
+    let doc = match json::parse_with(body, &options, &mut inspector.buffers) {
+        Ok(doc) => doc,
+        Err(e) => {
+            return Verdict::Reject(Rejection {
+                kind: RejectKind::Parse,
+                status: HTTP_BAD_REQUEST,
+                code: PARSE_ERROR,
+                id: None,
+                message: format!(
+                    "Request body rejected: not strict JSON ({} at byte {})",
+                    e.code(),
+                    e.offset
+                ),
+                path: String::new(),
+                rule: e.code().to_string(),
+                tool: None,
+            })
+        }
+    };
+    let root = doc.root();
+    match root.kind() {
+        Kind::Array => {
+            if root.is_empty() {
+                return shape_reject(None, "", RULE_EMPTY_BATCH, "an empty batch is invalid");
+            }
+            if !headers.method.is_empty() || !headers.name.is_empty() {
+                return Verdict::Reject(header_reject(
+                    None,
+                    "Mcp-Method/Mcp-Name headers cannot describe a batch",
+                ));
+            }
+            for (i, element) in root.items().enumerate() {
+                if let Err(r) = inspector.message(element, Some(i), headers) {
+                    return Verdict::Reject(*r);
+                }
+            }
+            Verdict::Allow
+        }
+        _ => match inspector.message(root, None, headers) {
+            Ok(()) => Verdict::Allow,
+            Err(r) => Verdict::Reject(*r),
+        },
+    }
+}
+
+/// Applies the name policy to an `Mcp-Param-<Name>` header name (prefix case-insensitive). Other
+/// header names are allowed.
+pub fn check_param_header_name(header_name: &str, config: &InspectConfig) -> Verdict {
+    check_param_header(header_name, "", config)
+}
+
+/// [`check_param_header_name`], plus a token scan of the value (after SEP-2243 base64 decoding).
+pub fn check_param_header(header_name: &str, value: &str, config: &InspectConfig) -> Verdict {
+    const PREFIX: &str = "mcp-param-";
+    let is_param = header_name
+        .get(..PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(PREFIX));
+    if !is_param {
+        return Verdict::Allow;
+    }
+    let name = header_name.get(PREFIX.len()..).unwrap_or_default();
+    let token_in_name = contains_amt_token(header_name.as_bytes());
+    let mut path = String::from("header:");
+    if token_in_name {
+        path.push_str("mcp-param-[?]");
+    } else {
+        push_sanitized(header_name, MAX_SEGMENT_CHARS + PREFIX.len(), &mut path);
+    }
+    if let Some(m) = config.names.check(name).filter(|_| !token_in_name) {
+        return Verdict::Reject(Rejection {
+            kind: RejectKind::SecretName,
+            status: HTTP_BAD_REQUEST,
+            code: INVALID_PARAMS,
+            id: None,
+            message: format!(
+                "Header `{path}` looks like a credential (rule {}): send credentials only in the \
+                 Authorization header",
+                m.rule
+            ),
+            path,
+            rule: m.rule.to_string(),
+            tool: None,
+        });
+    }
+    let decoded = decode_header_value(value);
+    let has_token = token_in_name
+        || contains_amt_token(value.as_bytes())
+        || decoded
+            .as_deref()
+            .is_some_and(|d| contains_amt_token(d.as_bytes()));
+    if has_token {
+        return Verdict::Reject(Rejection {
+            kind: RejectKind::SecretValue,
+            status: HTTP_BAD_REQUEST,
+            code: INVALID_PARAMS,
+            id: None,
+            message: format!(
+                "Header `{path}` holds an API key (rule {RULE_AMT_TOKEN}): send credentials only \
+                 in the Authorization header"
+            ),
+            path,
+            rule: RULE_AMT_TOKEN.to_string(),
+            tool: None,
+        });
+    }
+    Verdict::Allow
+}
+
+fn shape_reject(id: Option<String>, path: &str, rule: &str, detail: &str) -> Verdict {
+    Verdict::Reject(shape_rejection(
+        id,
+        path,
+        rule,
+        detail,
+        INVALID_REQUEST,
+        None,
+    ))
+}
+
+fn shape_rejection(
+    id: Option<String>,
+    path: &str,
+    rule: &str,
+    detail: &str,
+    code: i32,
+    tool: Option<String>,
+) -> Rejection {
+    let message = if path.is_empty() {
+        format!("Invalid request: {detail}")
+    } else {
+        format!("Invalid request at `{path}`: {detail}")
+    };
+    Rejection {
+        kind: RejectKind::Shape,
+        status: HTTP_BAD_REQUEST,
+        code,
+        id,
+        message,
+        path: path.to_string(),
+        rule: rule.to_string(),
+        tool,
+    }
+}
+
+fn header_reject(id: Option<String>, detail: &str) -> Rejection {
+    Rejection {
+        kind: RejectKind::HeaderMismatch,
+        status: HTTP_BAD_REQUEST,
+        code: HEADER_MISMATCH,
+        id,
+        message: format!("Header mismatch: {detail}"),
+        path: String::new(),
+        rule: RULE_HEADER_MISMATCH.to_string(),
+        tool: None,
+    }
+}
+
+/// One step of a path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seg {
+    Key(String),
+    Index(usize),
+    /// The parsed contents of a JSON-in-a-string.
+    Json,
+    /// A key that must not be shown.
+    Redacted,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Leaf {
+    Name(String),
+    Token,
+}
+
+/// A secret found below some node: the path from that node down, and what was found.
+#[derive(Debug)]
+struct Finding {
+    segs: Vec<Seg>,
+    leaf: Leaf,
+    /// The node itself is a key holding a token: show it as `[?]`.
+    redact_key: bool,
+}
+
+struct Inspector<'c> {
+    config: &'c InspectConfig,
+    options: ParseOptions,
+    scratch: NameScratch,
+    buffers: json::ParseBuffers,
+    /// Decoded JSON-in-a-string texts, one buffer per level.
+    decoded: Vec<String>,
+    /// Name verdicts: bodies repeat the same keys in every element of an array. Direct-mapped,
+    /// `(FNV-1a of the raw key, its offset and length in `cache_text`, rule)`; the key text is
+    /// compared, not only hashed. Enabled after [`NAME_CACHE_AFTER`] checks, so small bodies
+    /// allocate nothing for it.
+    cache: Vec<(u64, u32, u32, Option<&'c str>)>,
+    cache_text: String,
+    checks: usize,
+}
+
+const NAME_CACHE_SLOTS: usize = 128;
+const NAME_CACHE_AFTER: usize = 8;
+const NAME_CACHE_MAX_KEY: usize = 64;
+const NAME_CACHE_MAX_TEXT: usize = 16 * 1024;
+
+impl<'c> Inspector<'c> {
+    fn new(config: &'c InspectConfig, options: ParseOptions) -> Self {
+        Inspector {
+            config,
+            options,
+            scratch: NameScratch::default(),
+            buffers: json::ParseBuffers::default(),
+            decoded: Vec::new(),
+            cache: Vec::new(),
+            cache_text: String::new(),
+            checks: 0,
+        }
+    }
+
+    /// The name policy's verdict on a key (the rule when it is denied), cached by raw text: the
+    /// verdict is a function of the decoded key, itself a function of the raw text.
+    fn check_key(&mut self, key: JsonStr<'_>) -> Option<&'c str> {
+        self.checks += 1;
+        let raw = key.raw();
+        if self.checks <= NAME_CACHE_AFTER || raw.len() > NAME_CACHE_MAX_KEY {
+            return self.check_name(&key.decode());
+        }
+        let hash = cheap_hash(raw.as_bytes());
+        if self.cache.is_empty() {
+            self.cache = vec![(0, 0, 0, None); NAME_CACHE_SLOTS];
+        }
+        let slot = (hash as usize) % NAME_CACHE_SLOTS;
+        if let Some(&(h, at, len, rule)) = self.cache.get(slot) {
+            let cached = self
+                .cache_text
+                .get(at as usize..(at as usize + len as usize));
+            if h == hash && cached == Some(raw) {
+                return rule;
+            }
+        }
+        let rule = self.check_name(&key.decode());
+        if self.cache_text.len() + raw.len() <= NAME_CACHE_MAX_TEXT {
+            let at = self.cache_text.len() as u32;
+            self.cache_text.push_str(raw);
+            if let Some(entry) = self.cache.get_mut(slot) {
+                *entry = (hash, at, raw.len() as u32, rule);
+            }
+        }
+        rule
+    }
+
+    #[inline]
+    fn check_name(&mut self, name: &str) -> Option<&'c str> {
+        self.config
+            .names
+            .check_with(name, &mut self.scratch)
+            .map(|m| m.rule)
+    }
+}
+
+/// A cache slot hash from the length and the first and last 8 bytes (collisions only cost a
+/// miss: cached keys are compared in full).
+#[inline]
+fn cheap_hash(b: &[u8]) -> u64 {
+    let word = |chunk: Option<&[u8]>| {
+        let mut w = [0u8; 8];
+        if let Some(chunk) = chunk {
+            for (d, s) in w.iter_mut().zip(chunk) {
+                *d = *s;
+            }
+        }
+        u64::from_le_bytes(w)
+    };
+    let head = word(b.get(..b.len().min(8)));
+    let tail = word(b.get(b.len().saturating_sub(8)..));
+    (head ^ tail.rotate_left(29) ^ (b.len() as u64))
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .rotate_left(23)
+}
+
+impl Inspector<'_> {
+    fn message(
+        &mut self,
+        msg: Value<'_, '_>,
+        batch: Option<usize>,
+        headers: &McpHeaders<'_>,
+    ) -> Result<(), Box<Rejection>> {
+        let prefix = batch.map(|i| format!("[{i}]")).unwrap_or_default();
+        let shape = |rule: &str, detail: &str, path: &str| {
+            shape_rejection(None, path, rule, detail, INVALID_REQUEST, None)
+        };
+        if msg.kind() != Kind::Object {
+            return Err(Box::new(shape(
+                RULE_INVALID_MESSAGE,
+                "a JSON-RPC message must be an object",
+                &prefix,
+            )));
+        }
+        if let Some(key) = noncanonical_member(msg, MESSAGE_MEMBERS) {
+            let path = render_path(&prefix, &[Seg::Key(key)]);
+            return Err(Box::new(shape(
+                RULE_NONCANONICAL_MEMBER,
+                "JSON-RPC member names must be spelled exactly",
+                &path,
+            )));
+        }
+        let id = if batch.is_none() {
+            echo_id(msg.get("id"))
+        } else {
+            None
+        };
+        let shape_err = |detail: &str| {
+            shape_rejection(
+                id.clone(),
+                &prefix,
+                RULE_INVALID_MESSAGE,
+                detail,
+                INVALID_REQUEST,
+                None,
+            )
+        };
+        if !msg
+            .get("jsonrpc")
+            .and_then(|v| v.as_str())
+            .is_some_and(|s| s.eq_str("2.0"))
+        {
+            return Err(Box::new(shape_err("\"jsonrpc\" must be \"2.0\"")));
+        }
+        let id_ok = |v: Option<Value<'_, '_>>| {
+            v.is_none_or(|v| matches!(v.kind(), Kind::String | Kind::Number | Kind::Null))
+        };
+        let method = msg.get("method");
+        let params = msg.get("params");
+        let method_name = match method {
+            Some(m) => {
+                let Some(name) = m.as_str() else {
+                    return Err(Box::new(shape_err("\"method\" must be a string")));
+                };
+                if msg.get("result").is_some() || msg.get("error").is_some() {
+                    return Err(Box::new(shape_err(
+                        "a request cannot carry \"result\" or \"error\"",
+                    )));
+                }
+                if !id_ok(msg.get("id")) {
+                    return Err(Box::new(shape_err(
+                        "\"id\" must be a string, a number or null",
+                    )));
+                }
+                if params.is_some_and(|p| !matches!(p.kind(), Kind::Object | Kind::Array)) {
+                    return Err(Box::new(shape_err(
+                        "\"params\" must be an object or an array",
+                    )));
+                }
+                Some(name.decode())
+            }
+            None => {
+                let result = msg.get("result");
+                let error = msg.get("error");
+                if result.is_some() == error.is_some() {
+                    return Err(Box::new(shape_err(
+                        "a message needs a \"method\", or exactly one of \"result\" and \"error\"",
+                    )));
+                }
+                if msg.get("id").is_none() || !id_ok(msg.get("id")) {
+                    return Err(Box::new(shape_err(
+                        "a response needs an \"id\" that is a string, a number or null",
+                    )));
+                }
+                if error.is_some_and(|e| e.kind() != Kind::Object) {
+                    return Err(Box::new(shape_err("\"error\" must be an object")));
+                }
+                None
+            }
+        };
+
+        if batch.is_none() {
+            check_headers(headers, method_name.as_deref(), params)
+                .map_err(|detail| Box::new(header_reject(id.clone(), detail)))?;
+        }
+
+        let mut tool = None;
+        let mut args: Option<Range<usize>> = None;
+        if method_name.as_deref() == Some("tools/call") {
+            let params_path = || render_path(&prefix, &[Seg::Key("params".into())]);
+            let invalid = |detail: &str, path: &str, tool: Option<String>| {
+                shape_rejection(
+                    id.clone(),
+                    path,
+                    RULE_INVALID_TOOL_CALL,
+                    detail,
+                    INVALID_PARAMS,
+                    tool,
+                )
+            };
+            let Some(params) = params.filter(|p| p.kind() == Kind::Object) else {
+                return Err(Box::new(invalid(
+                    "tools/call needs \"params\" to be an object",
+                    &params_path(),
+                    None,
+                )));
+            };
+            if let Some(key) = noncanonical_member(params, TOOL_CALL_MEMBERS) {
+                let path = render_path(&prefix, &[Seg::Key("params".into()), Seg::Key(key)]);
+                return Err(Box::new(shape_rejection(
+                    id.clone(),
+                    &path,
+                    RULE_NONCANONICAL_MEMBER,
+                    "tools/call member names must be spelled exactly",
+                    INVALID_REQUEST,
+                    None,
+                )));
+            }
+            let Some(name) = params.get("name").and_then(|n| n.as_str()) else {
+                return Err(Box::new(invalid(
+                    "tools/call needs \"params.name\" to be a string",
+                    &params_path(),
+                    None,
+                )));
+            };
+            tool = Some(sanitize_tool(&name.decode()));
+            match params.get("arguments") {
+                None => {}
+                Some(a) if a.kind() == Kind::Object => args = Some(a.index()..a.subtree_end()),
+                Some(_) => {
+                    let path = render_path(&prefix, &[Seg::Key("arguments".into())]);
+                    return Err(Box::new(invalid(
+                        "\"arguments\" must be an object",
+                        &path,
+                        tool.clone(),
+                    )));
+                }
+            }
+        }
+
+        let range = msg.index()..msg.subtree_end();
+        let doc = msg.document();
+        if let Some((idx, finding)) = self.scan(doc, range, args.clone(), 1) {
+            let mut segs = path_to(msg, idx);
+            if finding.redact_key {
+                if let Some(last) = segs.last_mut() {
+                    *last = Seg::Redacted;
+                }
+            }
+            // Arguments paths start at `arguments`, as the tool sees them.
+            let in_args = args.as_ref().is_some_and(|r| r.contains(&idx));
+            if in_args && segs.first() == Some(&Seg::Key("params".into())) {
+                segs.remove(0);
+            }
+            segs.extend(finding.segs);
+            let path = render_path(&prefix, &segs);
+            let tool_part = tool
+                .as_deref()
+                .map(|t| format!(" of tool `{t}`"))
+                .unwrap_or_default();
+            let (what, where_) = if in_args {
+                ("Argument", " in tool arguments")
+            } else {
+                ("Value", " in the request body")
+            };
+            let rejection = match finding.leaf {
+                Leaf::Name(rule) => Rejection {
+                    kind: RejectKind::SecretName,
+                    status: HTTP_BAD_REQUEST,
+                    code: INVALID_PARAMS,
+                    id,
+                    message: format!(
+                        "{what} `{path}`{tool_part} looks like a credential (rule {rule}): send \
+                         credentials only in the Authorization header, never{where_}"
+                    ),
+                    path,
+                    rule,
+                    tool,
+                },
+                Leaf::Token => Rejection {
+                    kind: RejectKind::SecretValue,
+                    status: HTTP_BAD_REQUEST,
+                    code: INVALID_PARAMS,
+                    id,
+                    message: format!(
+                        "{what} `{path}`{tool_part} holds an API key (rule {RULE_AMT_TOKEN}): \
+                         send credentials only in the Authorization header, never{where_}"
+                    ),
+                    path,
+                    rule: RULE_AMT_TOKEN.to_string(),
+                    tool,
+                },
+            };
+            return Err(Box::new(rejection));
+        }
+        Ok(())
+    }
+
+    /// Scans tape entries `range` of `doc` in document order. Keys in `names` are name-checked;
+    /// every string is token-scanned and, if it looks like JSON, inspected at `level`.
+    fn scan(
+        &mut self,
+        doc: &Document<'_>,
+        range: Range<usize>,
+        names: Option<Range<usize>>,
+        level: usize,
+    ) -> Option<(usize, Finding)> {
+        for idx in range {
+            let Some((is_key, s)) = doc.string_node(idx) else {
+                continue;
+            };
+            let in_names = names.as_ref().is_some_and(|r| r.contains(&idx));
+            if is_key {
+                if has_token(s) {
+                    return Some((
+                        idx,
+                        Finding {
+                            segs: Vec::new(),
+                            leaf: Leaf::Token,
+                            redact_key: true,
+                        },
+                    ));
+                }
+                if in_names {
+                    if let Some(rule) = self.check_key(s) {
+                        return Some((
+                            idx,
+                            Finding {
+                                segs: Vec::new(),
+                                leaf: Leaf::Name(rule.to_string()),
+                                redact_key: false,
+                            },
+                        ));
+                    }
+                }
+            } else if let Some(finding) = self.string_value(s, in_names, level) {
+                return Some((idx, finding));
+            }
+        }
+        None
+    }
+
+    fn string_value(&mut self, s: JsonStr<'_>, in_names: bool, level: usize) -> Option<Finding> {
+        if has_token(s) {
+            return Some(Finding {
+                segs: Vec::new(),
+                leaf: Leaf::Token,
+                redact_key: false,
+            });
+        }
+        if !may_hold_json(s.raw()) {
+            return None;
+        }
+        // Decode into this level's reusable buffer (taken out while the text is inspected).
+        let mut text = self
+            .decoded
+            .get_mut(level)
+            .map(core::mem::take)
+            .unwrap_or_default();
+        s.decode_into(&mut text);
+        let finding = self.embedded(&text, in_names, level);
+        if self.decoded.len() <= level {
+            self.decoded.resize_with(level + 1, String::new);
+        }
+        if let Some(slot) = self.decoded.get_mut(level) {
+            *slot = text;
+        }
+        finding
+    }
+
+    /// Inspects the decoded text of a string that may hold JSON.
+    fn embedded(&mut self, text: &str, in_names: bool, level: usize) -> Option<Finding> {
+        let trimmed = text.trim_start_matches([' ', '\t', '\n', '\r']);
+        let first = trimmed.bytes().next();
+        if !matches!(first, Some(b'{' | b'[' | b'"')) {
+            return None;
+        }
+        if level <= self.config.max_embedded_depth {
+            let mut buffers = core::mem::take(&mut self.buffers);
+            let parsed = json::parse_str_with(text, &self.options, &mut buffers);
+            self.buffers = buffers;
+            if let Ok(inner) = parsed {
+                let all = 0..inner.node_count();
+                let names = in_names.then(|| all.clone());
+                let found = self.scan(&inner, all, names, level + 1);
+                let Some((idx, finding)) = found else {
+                    self.buffers.recycle(inner);
+                    return None;
+                };
+                let mut segs = vec![Seg::Json];
+                segs.extend(path_to(inner.root(), idx));
+                if finding.redact_key {
+                    if let Some(last) = segs.last_mut() {
+                        *last = Seg::Redacted;
+                    }
+                }
+                segs.extend(finding.segs);
+                return Some(Finding {
+                    segs,
+                    leaf: finding.leaf,
+                    redact_key: false,
+                });
+            }
+        }
+        if first == Some(b'"') {
+            return None;
+        }
+        self.loose(text, in_names)
+    }
+
+    /// The fallback for text that starts like JSON but is not strict JSON (or is nested too
+    /// deep): tokens after loosely removing escapes, and names before every `:`.
+    fn loose(&mut self, text: &str, in_names: bool) -> Option<Finding> {
+        let found = |segs: Vec<Seg>, leaf: Leaf| {
+            Some(Finding {
+                segs,
+                leaf,
+                redact_key: false,
+            })
+        };
+        if text.contains('\\') && contains_amt_token(loose_unescape(text).as_bytes()) {
+            return found(vec![Seg::Json], Leaf::Token);
+        }
+        if !in_names {
+            return None;
+        }
+        let b = text.as_bytes();
+        for (colon, _) in b.iter().enumerate().filter(|(_, &c)| c == b':') {
+            let Some(candidate) = loose_key_before(text, colon) else {
+                continue;
+            };
+            let name = loose_unescape(candidate);
+            if let Some(rule) = self.check_name(&name) {
+                return found(
+                    vec![Seg::Json, Seg::Key(name.clone())],
+                    Leaf::Name(rule.to_string()),
+                );
+            }
+        }
+        None
+    }
+}
+
+/// True when a string holds a token, judged on its decoded text. Only `\u` escapes can produce
+/// token characters (`[A-Za-z0-9_]`), so the string is decoded only when one does.
+fn has_token(s: JsonStr<'_>) -> bool {
+    let raw = s.raw();
+    if contains_amt_token(raw.as_bytes()) {
+        return true;
+    }
+    s.is_escaped() && raw.len() >= 45 && escapes_token_char(raw) && {
+        let decoded = s.decode();
+        contains_amt_token(decoded.as_bytes())
+    }
+}
+
+/// True when some `\uXXXX` escape in the raw text decodes to an ASCII letter, digit or `_`.
+fn escapes_token_char(raw: &str) -> bool {
+    let b = raw.as_bytes();
+    let mut i = 0;
+    while let Some(at) = b
+        .get(i..)
+        .and_then(|rest| rest.iter().position(|&c| c == b'\\'))
+    {
+        let at = i + at;
+        if b.get(at + 1) == Some(&b'u') {
+            let unit = b
+                .get(at + 2..at + 6)
+                .and_then(|h| core::str::from_utf8(h).ok())
+                .and_then(|h| u32::from_str_radix(h, 16).ok());
+            if unit
+                .and_then(char::from_u32)
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                return true;
+            }
+        }
+        i = at + 2;
+    }
+    false
+}
+
+/// Cheap test on the raw (escaped) text: after JSON whitespace, written or escaped, does it start
+/// with `{`, `[`, `"` (written as `\"`) or a `\u` escape?
+fn may_hold_json(raw: &str) -> bool {
+    let b = raw.as_bytes();
+    let mut i = 0;
+    loop {
+        match (b.get(i), b.get(i + 1)) {
+            (Some(b' ' | b'\t' | b'\n' | b'\r'), _) => i += 1,
+            (Some(b'\\'), Some(b'n' | b't' | b'r')) => i += 2,
+            (Some(b'{' | b'['), _) | (Some(b'\\'), Some(b'"' | b'u')) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// The loose candidate name before the `:` at byte `colon`: a quoted run (`"..."` or `'...'`,
+/// backslashes around it ignored) or a bare word following `{` or `,`.
+fn loose_key_before(text: &str, colon: usize) -> Option<&str> {
+    let b = text.as_bytes();
+    let mut end = colon;
+    while end > 0 && matches!(b.get(end - 1), Some(b' ' | b'\t' | b'\n' | b'\r' | b'\\')) {
+        end -= 1;
+    }
+    let last = *b.get(end.checked_sub(1)?)?;
+    if last == b'"' || last == b'\'' {
+        let close = end - 1;
+        let open = b.get(..close)?.iter().rposition(|&c| c == last)?;
+        return text.get(open + 1..close);
+    }
+    let is_word = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c == b'-';
+    if !is_word(last) {
+        return None;
+    }
+    let mut start = end;
+    while start > 0 && b.get(start - 1).copied().is_some_and(is_word) {
+        start -= 1;
+    }
+    let mut before = start;
+    while before > 0 && matches!(b.get(before - 1), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        before -= 1;
+    }
+    match before.checked_sub(1).and_then(|i| b.get(i)) {
+        Some(b'{' | b',') => text.get(start..end),
+        _ => None,
+    }
+}
+
+/// Removes backslash escapes loosely, at any level of escaping: a run of backslashes followed by
+/// `u` and four hex digits becomes that character, followed by `n`, `t`, `r`, `b` or `f` becomes
+/// a space, and otherwise is dropped.
+fn loose_unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        let mut j = i;
+        while chars.peek().is_some_and(|&(_, c)| c == '\\') {
+            if let Some((k, _)) = chars.next() {
+                j = k;
+            }
+        }
+        let after = j + 1;
+        let rest = s.get(after..).unwrap_or_default();
+        if let Some(hex) = rest.strip_prefix('u').and_then(|r| r.get(..4)) {
+            if let Ok(unit) = u32::from_str_radix(hex, 16) {
+                if hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    out.push(char::from_u32(unit).unwrap_or(' '));
+                    for _ in 0..5 {
+                        chars.next();
+                    }
+                    continue;
+                }
+            }
+        }
+        if let Some((_, 'n' | 't' | 'r' | 'b' | 'f')) = chars.peek() {
+            out.push(' ');
+            chars.next();
+        }
+    }
+    out
+}
+
+/// A member whose name folds to one of `canonical` but is spelled differently.
+fn noncanonical_member(obj: Value<'_, '_>, canonical: &[&str]) -> Option<String> {
+    let longest = canonical.iter().map(|c| c.len()).max().unwrap_or(0);
+    let mut folded = String::new();
+    for (key, _) in obj.entries() {
+        let name = key.decode();
+        if canonical.contains(&name.as_ref()) || name.len() > longest * 4 {
+            continue;
+        }
+        folded.clear();
+        fold_str_into(&name, &mut folded);
+        if canonical.contains(&folded.as_str()) {
+            return Some(name.into_owned());
+        }
+    }
+    None
+}
+
+/// The id as JSON text to echo, when it is safe and short.
+fn echo_id(id: Option<Value<'_, '_>>) -> Option<String> {
+    let id = id?;
+    let text = id.raw_text();
+    let ok = match id.kind() {
+        Kind::Number => true,
+        Kind::String => id.as_str().is_some_and(|s| !has_token(s)),
+        _ => false,
+    };
+    (ok && text.len() <= MAX_ID_ECHO).then(|| text.to_string())
+}
+
+/// Compares `Mcp-Method` / `Mcp-Name` with the body; `Err` holds a client-safe detail.
+fn check_headers(
+    headers: &McpHeaders<'_>,
+    method: Option<&str>,
+    params: Option<Value<'_, '_>>,
+) -> Result<(), &'static str> {
+    match headers.method {
+        [] => {}
+        [value] => {
+            let value = decode_header_value(value).ok_or("Mcp-Method is not a valid value")?;
+            if method != Some(value.as_ref()) {
+                return Err("the Mcp-Method header does not match the body's method");
+            }
+        }
+        _ => return Err("more than one Mcp-Method header"),
+    }
+    match headers.name {
+        [] => Ok(()),
+        [value] => {
+            let value = decode_header_value(value).ok_or("Mcp-Name is not a valid value")?;
+            let params = params.filter(|p| p.kind() == Kind::Object);
+            let member = |key: &str| params.and_then(|p| p.get(key)).and_then(|v| v.as_str());
+            let target = match method {
+                Some("tools/call" | "prompts/get") => member("name"),
+                Some("resources/read" | "resources/subscribe" | "resources/unsubscribe") => {
+                    member("uri")
+                }
+                _ => member("name").or_else(|| member("uri")),
+            };
+            if target.is_some_and(|t| t.eq_str(&value)) {
+                Ok(())
+            } else {
+                Err("the Mcp-Name header does not match the body's params")
+            }
+        }
+        _ => Err("more than one Mcp-Name header"),
+    }
+}
+
+/// A header value, decoded from the SEP-2243 `=?base64?...?=` form when it uses it. `None` when
+/// that form does not decode to UTF-8.
+fn decode_header_value(value: &str) -> Option<Cow<'_, str>> {
+    if value.len() > MAX_HEADER_VALUE {
+        return None;
+    }
+    match value
+        .strip_prefix("=?base64?")
+        .and_then(|v| v.strip_suffix("?="))
+    {
+        Some(encoded) => {
+            let bytes = base64_decode(encoded)?;
+            String::from_utf8(bytes).ok().map(Cow::Owned)
+        }
+        None => Some(Cow::Borrowed(value)),
+    }
+}
+
+/// Standard base64 (RFC 4648 §4) with optional padding; `None` on any other character.
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim_end_matches('=');
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let mut acc = 0u32;
+    let mut bits = 0u32;
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    (bits < 6).then_some(out)
+}
+
+/// Path from `root` down to tape index `target` (a value or a key).
+fn path_to(root: Value<'_, '_>, target: usize) -> Vec<Seg> {
+    let mut segs = Vec::new();
+    let mut cur = root;
+    while cur.index() != target {
+        let mut next = None;
+        match cur.kind() {
+            Kind::Object => {
+                for (key, value) in cur.entries() {
+                    let key_idx = value.index().saturating_sub(1);
+                    if key_idx == target {
+                        segs.push(Seg::Key(key.decode().into_owned()));
+                        return segs;
+                    }
+                    if (value.index()..value.subtree_end()).contains(&target) {
+                        segs.push(Seg::Key(key.decode().into_owned()));
+                        next = Some(value);
+                        break;
+                    }
+                }
+            }
+            Kind::Array => {
+                for (i, value) in cur.items().enumerate() {
+                    if (value.index()..value.subtree_end()).contains(&target) {
+                        segs.push(Seg::Index(i));
+                        next = Some(value);
+                        break;
+                    }
+                }
+            }
+            _ => {}
+        }
+        match next {
+            Some(v) => cur = v,
+            None => break,
+        }
+    }
+    segs
+}
+
+/// Renders a path: `a.b[2]["odd key"](json).c`, ASCII only, at most [`MAX_PATH`] bytes.
+fn render_path(prefix: &str, segs: &[Seg]) -> String {
+    let mut out = String::from(prefix);
+    for seg in segs {
+        let mut piece = String::new();
+        match seg {
+            Seg::Key(k) if is_plain_key(k) => {
+                if !out.is_empty() {
+                    piece.push('.');
+                }
+                piece.push_str(k);
+            }
+            Seg::Key(k) => {
+                piece.push_str("[\"");
+                push_sanitized(k, MAX_SEGMENT_CHARS, &mut piece);
+                piece.push_str("\"]");
+            }
+            Seg::Index(i) => {
+                piece.push('[');
+                piece.push_str(&i.to_string());
+                piece.push(']');
+            }
+            Seg::Json => piece.push_str("(json)"),
+            Seg::Redacted => piece.push_str("[?]"),
+        }
+        if out.len() + piece.len() > MAX_PATH {
+            out.push_str("...");
+            break;
+        }
+        out.push_str(&piece);
+    }
+    out
+}
+
+fn is_plain_key(k: &str) -> bool {
+    let mut bytes = k.bytes();
+    k.len() <= MAX_SEGMENT_CHARS
+        && bytes
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_' || b == b'$')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b == b'-')
+}
+
+/// Appends `s` as printable ASCII: `"` and `\` escaped, other characters outside U+0020–U+007E
+/// as `\uXXXX` (surrogate pairs above U+FFFF); cut after `max_chars` characters with `...`.
+fn push_sanitized(s: &str, max_chars: usize, out: &mut String) {
+    for (n, c) in s.chars().enumerate() {
+        if n >= max_chars {
+            out.push_str("...");
+            break;
+        }
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            ' '..='~' => out.push(c),
+            _ => {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{:04x}", unit));
+                }
+            }
+        }
+    }
+}
+
+fn sanitize_tool(name: &str) -> String {
+    if contains_amt_token(name.as_bytes()) {
+        return "[?]".to_string();
+    }
+    let mut out = String::new();
+    push_sanitized(name, MAX_TOOL_CHARS, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod unit_tests {
+    use super::*;
+
+    #[test]
+    fn base64_sentinel() {
+        assert_eq!(
+            decode_header_value("=?base64?Y2Fmw6k=?=").as_deref(),
+            Some("café")
+        );
+        assert_eq!(
+            decode_header_value("=?base64?Y2Fmw6k?=").as_deref(),
+            Some("café")
+        );
+        assert_eq!(
+            decode_header_value("=?BASE64?Y2Fmw6k=?=").as_deref(),
+            Some("=?BASE64?Y2Fmw6k=?=")
+        );
+        assert_eq!(decode_header_value("=?base64?!!?="), None);
+        assert_eq!(decode_header_value("=?base64?/w==?="), None, "not UTF-8");
+        assert_eq!(decode_header_value("plain").as_deref(), Some("plain"));
+    }
+
+    #[test]
+    fn paths_render_safely() {
+        let segs = vec![
+            Seg::Key("arguments".into()),
+            Seg::Key("config".into()),
+            Seg::Index(2),
+            Seg::Key("odd key\"\u{e9}\u{1f600}".into()),
+            Seg::Json,
+            Seg::Key("password".into()),
+            Seg::Redacted,
+        ];
+        assert_eq!(
+            render_path("", &segs),
+            "arguments.config[2][\"odd key\\\"\\u00e9\\ud83d\\ude00\"](json).password[?]"
+        );
+        assert_eq!(render_path("[3]", &segs[..1]), "[3].arguments");
+        let long: Vec<Seg> = (0..100).map(|i| Seg::Key(format!("k{i}"))).collect();
+        let p = render_path("", &long);
+        assert!(p.len() <= MAX_PATH + 3 && p.ends_with("..."), "{p}");
+        let huge = vec![Seg::Key("x".repeat(1000))];
+        assert!(render_path("", &huge).len() < 80);
+    }
+
+    #[test]
+    fn loose_helpers() {
+        assert_eq!(loose_unescape(r#"\\\"pass\\u0077ord\\\""#), "\"password\"");
+        assert_eq!(loose_unescape(r"a\nb\\tc"), "a b c");
+        assert_eq!(loose_key_before(r#"{"password":1"#, 11), Some("password"));
+        assert_eq!(
+            loose_key_before(r#"{\"password\":1"#, 13),
+            Some("password\\")
+        );
+        assert_eq!(loose_key_before("{ apiKey : 1", 9), Some("apiKey"));
+        assert_eq!(loose_key_before("[note] token: x", 12), None);
+        assert!(may_hold_json(r#"{"a":1}"#));
+        assert!(may_hold_json(r#" \n\t[1]"#));
+        assert!(may_hold_json(r#"\"{}\""#));
+        assert!(may_hold_json(r#"\u007b"#));
+        assert!(!may_hold_json("plain text"));
+        assert!(!may_hold_json(""));
+    }
+}
