@@ -13,7 +13,7 @@ ENVOY_CONFIGS := $(wildcard envoy/*.yaml)
 MCP_UPSTREAM  ?=
 
 .PHONY: help setup rust-targets envoy wasm wasm-trap bench-wasm native build unit unit-native unit-wasm \
-        lint validate e2e test run bench bench-quick bench-deps clean
+        lint validate e2e e2e-deps test run bench bench-quick bench-deps clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -62,7 +62,10 @@ validate: wasm bench-wasm native envoy ## `envoy --mode validate` on every shipp
 	done
 	cargo run --quiet --profile native-release -p mcp-guard-bench -- --validate-configs
 
-e2e: build wasm-trap envoy ## End-to-end tests: real Envoy, real guardctl, real MCP upstream
+e2e-deps: ## Install nghttp (HTTP/2 client with trailers, from Debian) if missing
+	@command -v nghttp >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nghttp2-client)
+
+e2e: build wasm-trap envoy e2e-deps ## End-to-end tests: real Envoy, real guardctl, real MCP upstream
 	cargo test -p mcp-guard-e2e -- --test-threads=2
 
 test: lint unit validate e2e ## Everything CI runs

@@ -4,6 +4,7 @@
 use serde::Deserialize;
 
 use crate::keyset::store::Keys;
+use crate::mcp::{InspectConfig, NamePolicy};
 
 /// The JSON an operator writes in the Wasm filter's `configuration`.
 #[derive(Debug, Deserialize)]
@@ -23,6 +24,29 @@ struct RawConfig {
     retry_after_seconds: u32,
     #[serde(default = "default_realm")]
     realm: String,
+    #[serde(default)]
+    mode: Mode,
+    #[serde(default = "default_max_body_bytes")]
+    max_body_bytes: usize,
+    #[serde(default = "default_max_json_depth")]
+    max_json_depth: usize,
+    #[serde(default = "default_inspect_path_prefixes")]
+    inspect_path_prefixes: Vec<String>,
+    #[serde(default)]
+    deny_argument_names: Vec<String>,
+    #[serde(default)]
+    allow_argument_names: Vec<String>,
+}
+
+/// What the body policy does with a request it would block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Reject it; it never reaches the upstream.
+    #[default]
+    Enforce,
+    /// Forward it, but count and log what would have been blocked (for a safe rollout).
+    Audit,
 }
 
 fn default_keyset_path() -> String {
@@ -36,6 +60,15 @@ fn default_retry_after_seconds() -> u32 {
 }
 fn default_realm() -> String {
     "mcp".into()
+}
+fn default_max_body_bytes() -> usize {
+    4 << 20
+}
+fn default_max_json_depth() -> usize {
+    64
+}
+fn default_inspect_path_prefixes() -> Vec<String> {
+    vec!["/".into()]
 }
 
 /// Where the org of a request comes from.
@@ -85,6 +118,21 @@ pub struct Config {
     /// `Bearer realm="..."`, precomputed.
     pub challenge: String,
     pub keys: Keys,
+    pub mode: Mode,
+    pub max_body_bytes: usize,
+    /// POSTs whose path starts with one of these get their body inspected.
+    pub inspect_path_prefixes: Vec<String>,
+    pub inspect: InspectConfig,
+}
+
+impl Config {
+    /// True when a POST to `path` must be held until its body is judged.
+    pub fn inspects(&self, path: &str) -> bool {
+        let path = path.split(['?', '#']).next().unwrap_or(path);
+        self.inspect_path_prefixes
+            .iter()
+            .any(|prefix| path.starts_with(prefix.as_str()))
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -146,6 +194,30 @@ impl TryFrom<RawConfig> for Config {
                 "realm must be 1-64 printable ASCII characters without quotes",
             ));
         }
+        if !(1..=64 << 20).contains(&raw.max_body_bytes) {
+            return Err(invalid("max_body_bytes must be between 1 and 67108864"));
+        }
+        if !(1..=1_024).contains(&raw.max_json_depth) {
+            return Err(invalid("max_json_depth must be between 1 and 1024"));
+        }
+        if raw
+            .inspect_path_prefixes
+            .iter()
+            .any(|p| !p.starts_with('/'))
+        {
+            return Err(invalid(
+                "inspect_path_prefixes must be paths starting with /",
+            ));
+        }
+        let names = NamePolicy::with_extra(&raw.deny_argument_names, &raw.allow_argument_names)
+            .map_err(|_| {
+                invalid("deny_argument_names and allow_argument_names need at least one word each")
+            })?;
+        let inspect = InspectConfig {
+            max_depth: raw.max_json_depth,
+            names,
+            ..InspectConfig::default()
+        };
         Ok(Config {
             org,
             keys: Keys::new(&raw.keyset_cluster),
@@ -158,6 +230,10 @@ impl TryFrom<RawConfig> for Config {
             keep_authorization: raw.keep_authorization,
             retry_after_seconds: raw.retry_after_seconds,
             challenge: format!("Bearer realm=\"{}\"", raw.realm),
+            mode: raw.mode,
+            max_body_bytes: raw.max_body_bytes,
+            inspect_path_prefixes: raw.inspect_path_prefixes,
+            inspect,
         })
     }
 }
@@ -265,6 +341,27 @@ mod tests {
             let err = parse(json).unwrap_err();
             assert!(err.0.contains(expected), "{json}: {err}");
         }
+    }
+
+    #[test]
+    fn body_policy_settings_compile() {
+        let config = parse(
+            r#"{"org":"demo","keyset_cluster":"g","mode":"audit","max_body_bytes":1024,
+                "inspect_path_prefixes":["/api/mcp"],"deny_argument_names":["license_code"],
+                "allow_argument_names":["auth_type"]}"#,
+        )
+        .unwrap();
+        assert_eq!(config.mode, Mode::Audit);
+        assert_eq!(config.max_body_bytes, 1024);
+        assert!(config.inspects("/api/mcp?x=1"));
+        assert!(!config.inspects("/health"));
+        assert!(config.inspect.names.check("licenseCode").is_some());
+        assert!(config.inspect.names.check("auth_type").is_none());
+        assert!(config.inspect.names.check("password").is_some());
+        let defaults = parse(r#"{"org":"demo","keyset_cluster":"g"}"#).unwrap();
+        assert_eq!(defaults.mode, Mode::Enforce);
+        assert_eq!(defaults.max_body_bytes, 4 << 20);
+        assert!(defaults.inspects("/anything"));
     }
 
     #[test]

@@ -84,6 +84,7 @@ static_resources:
   listeners:
   - name: bench
     address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+    per_connection_buffer_limit_bytes: 5242880
     filter_chains:
     - filters:
       - name: envoy.filters.network.http_connection_manager
@@ -132,6 +133,7 @@ fn wasm_filter(name: &str, module: &Path, configuration: &str) -> String {
                   runtime: envoy.wasm.runtime.v8
                   code: {{ local: {{ filename: {module} }} }}
                 failure_policy: FAIL_CLOSED
+                allow_on_headers_stop_iteration: true
                 configuration:
                   "@type": type.googleapis.com/google.protobuf.StringValue
                   value: '{configuration}'"#,

@@ -1,5 +1,7 @@
 //! Per-request context: read the headers once, hand them to [`crate::request::decide`], then apply
-//! the decision (strip and set headers, or send the local reply).
+//! the decision (strip and set headers, or send the local reply). POSTs to inspected paths are
+//! held (headers included: Envoy's `allow_on_headers_stop_iteration`) until the whole body has
+//! been judged by [`crate::mcp`]; the end of the body is its end of stream or the trailers.
 
 use std::rc::Rc;
 
@@ -10,10 +12,11 @@ use proxy_wasm::types::{Action, LogLevel, MapType};
 use super::host::{log, log_enabled, now_ms, HostStore};
 use super::metrics::Metrics;
 use crate::auth::{DenyReason, Identity};
-use crate::config::Config;
+use crate::config::{Config, Mode};
 use crate::keyset::{lookup, Lookup};
+use crate::mcp::{inspect_request, BodyBuffer, McpHeaders, Outcome, Step, Verdict};
 use crate::reply;
-use crate::request::{decide, RequestHeaders, IDENTITY_HEADERS};
+use crate::request::{body_plan, decide, BodyPlan, RequestHeaders, IDENTITY_HEADERS};
 
 /// Filter-state names (Envoy prefixes `wasm.`): `%FILTER_STATE(wasm.mcp_guard.key_id:PLAIN)%`.
 const STATE_KEY_ID: &str = "mcp_guard.key_id";
@@ -24,14 +27,200 @@ const STATE_DENIED: &str = "mcp_guard.denied";
 pub struct GuardHttp {
     config: Option<Rc<Config>>,
     metrics: Option<Rc<Metrics>>,
+    /// Set while an authenticated POST is held for body inspection.
+    pending: Option<PendingBody>,
+}
+
+/// What the body phase needs from the headers phase.
+struct PendingBody {
+    buffer: BodyBuffer,
+    /// The last cumulative body size Envoy reported.
+    reported: usize,
+    mcp_method: Vec<String>,
+    mcp_name: Vec<String>,
+    key_id: String,
+    request_id: Option<String>,
+}
+
+/// A body-policy rejection on its way to the client (or, in audit mode, to the log only).
+struct BodyRejection<'a> {
+    status: u32,
+    rule: &'a str,
+    body: String,
+    tool: Option<&'a str>,
+    path: &'a str,
 }
 
 impl GuardHttp {
     pub fn new(config: Option<Rc<Config>>, metrics: Option<Rc<Metrics>>) -> Self {
-        Self { config, metrics }
+        Self {
+            config,
+            metrics,
+            pending: None,
+        }
     }
 
-    fn allow(&self, config: &Config, identity: &Identity) -> Action {
+    /// After authentication: forward, hold the request for its body, or refuse it already.
+    fn plan_body(
+        &mut self,
+        config: &Config,
+        pairs: &[(String, String)],
+        identity: &Identity,
+        request_id: Option<&str>,
+        end_of_stream: bool,
+    ) -> Action {
+        match body_plan(pairs, config) {
+            BodyPlan::Forward => Action::Continue,
+            BodyPlan::Reject(early) => self.reject_body(
+                config,
+                BodyRejection {
+                    status: early.status,
+                    rule: &early.rule,
+                    body: early.body.clone(),
+                    tool: None,
+                    path: "-",
+                },
+                &identity.key_id,
+                request_id,
+            ),
+            BodyPlan::Inspect {
+                mcp_method,
+                mcp_name,
+            } => {
+                self.pending = Some(PendingBody {
+                    buffer: BodyBuffer::new(config.max_body_bytes),
+                    reported: 0,
+                    mcp_method,
+                    mcp_name,
+                    key_id: identity.key_id.clone(),
+                    request_id: request_id.map(str::to_string),
+                });
+                if end_of_stream {
+                    // A POST without a body: judged now (it is not valid JSON-RPC).
+                    self.judge_body(config)
+                } else {
+                    Action::Pause
+                }
+            }
+        }
+    }
+
+    /// The body is complete (end of stream or trailers): read it once and judge it.
+    fn judge_body(&mut self, config: &Config) -> Action {
+        let Some(mut pending) = self.pending.take() else {
+            return Action::Continue;
+        };
+        if let Step::Read { offset, len } = pending.buffer.offer(pending.reported) {
+            match hostcalls::get_buffer(proxy_wasm::types::BufferType::HttpRequestBody, offset, len)
+            {
+                Ok(Some(bytes)) => {
+                    let _ = pending.buffer.push(offset, &bytes);
+                }
+                Ok(None) => {}
+                Err(_) => return self.body_too_large(config, &pending),
+            }
+        }
+        let body = match pending.buffer.finish() {
+            Some(Outcome::Complete(body)) => body,
+            // Over the limit, or bytes Envoy reported but would not hand over: never judge a part.
+            Some(Outcome::OverLimit) | None => return self.body_too_large(config, &pending),
+        };
+        if let Some(metrics) = &self.metrics {
+            metrics.body_inspected();
+        }
+        let method: Vec<&str> = pending.mcp_method.iter().map(String::as_str).collect();
+        let name: Vec<&str> = pending.mcp_name.iter().map(String::as_str).collect();
+        let headers = McpHeaders {
+            method: &method,
+            name: &name,
+        };
+        match inspect_request(body, &headers, &config.inspect) {
+            Verdict::Allow => Action::Continue,
+            Verdict::Reject(rejection) => self.reject_body(
+                config,
+                BodyRejection {
+                    status: u32::from(rejection.status),
+                    rule: &rejection.rule,
+                    body: rejection.body(),
+                    tool: rejection.tool.as_deref(),
+                    path: &rejection.path,
+                },
+                &pending.key_id,
+                pending.request_id.as_deref(),
+            ),
+        }
+    }
+
+    fn body_too_large(&mut self, config: &Config, pending: &PendingBody) -> Action {
+        let message = "The request body is larger than this endpoint accepts";
+        self.reject_body(
+            config,
+            BodyRejection {
+                status: 413,
+                rule: "body_too_large",
+                body: format!(
+                    "{{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{{\"code\":{},\"message\":\"{message}\",\"data\":{{\"rule\":\"body_too_large\"}}}}}}",
+                    crate::mcp::inspect::INVALID_REQUEST
+                ),
+                tool: None,
+                path: "-",
+            },
+            &pending.key_id,
+            pending.request_id.as_deref(),
+        )
+    }
+
+    /// The one place the body policy refuses: metric per rule, debug line (key-id, tool, path and
+    /// rule, never a value), then the JSON-RPC error, or in audit mode only the metric and the line.
+    fn reject_body(
+        &mut self,
+        config: &Config,
+        rejection: BodyRejection<'_>,
+        key_id: &str,
+        request_id: Option<&str>,
+    ) -> Action {
+        let audit = config.mode == Mode::Audit;
+        self.pending = None;
+        if let Some(metrics) = &self.metrics {
+            metrics.body_rule(rejection.rule, audit);
+        }
+        let level = if audit {
+            LogLevel::Info
+        } else {
+            LogLevel::Debug
+        };
+        if log_enabled(level) {
+            log(
+                level,
+                &format!(
+                    "mcp-guard: {} rule={} key_id={key_id} tool={} path={} status={} request_id={}",
+                    if audit {
+                        "audit: would reject"
+                    } else {
+                        "body rejected"
+                    },
+                    rejection.rule,
+                    rejection.tool.unwrap_or("-"),
+                    rejection.path,
+                    rejection.status,
+                    request_id.unwrap_or("-"),
+                ),
+            );
+        }
+        if audit {
+            return Action::Continue;
+        }
+        let _ = hostcalls::set_property(vec![STATE_DENIED], Some(rejection.rule.as_bytes()));
+        let headers = vec![("content-type", "application/json")];
+        if hostcalls::send_http_response(rejection.status, headers, Some(rejection.body.as_bytes()))
+            .is_err()
+        {
+            let _ = hostcalls::reset_http_request();
+        }
+        Action::Pause
+    }
+
+    fn allow(&self, config: &Config, identity: &Identity) {
         if !config.keep_authorization {
             let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, "authorization");
         }
@@ -49,7 +238,6 @@ impl GuardHttp {
         if let Some(metrics) = &self.metrics {
             metrics.allowed();
         }
-        Action::Continue
     }
 
     /// The one place that denies: metric, debug line (key-id only, never the secret), local reply.
@@ -95,7 +283,7 @@ impl GuardHttp {
 impl Context for GuardHttp {}
 
 impl HttpContext for GuardHttp {
-    fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
+    fn on_http_request_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
         let pairs = match hostcalls::get_map(MapType::HttpRequestHeaders) {
             Ok(pairs) => pairs,
             Err(_) => return self.deny(DenyReason::KeySetNotLoaded, None, None),
@@ -124,8 +312,48 @@ impl HttpContext for GuardHttp {
             |key_id: &str| lookup(&HostStore, &config.keys, key_id).unwrap_or(Lookup::NotLoaded);
         let decision = decide(&headers, &config, lookup_key, || now_ms() / 1_000);
         match decision.result {
-            Ok(identity) => self.allow(&config, &identity),
+            Ok(identity) => {
+                self.allow(&config, &identity);
+                self.plan_body(
+                    &config,
+                    &pairs,
+                    &identity,
+                    headers.request_id,
+                    end_of_stream,
+                )
+            }
             Err(reason) => self.deny(reason, decision.key_id, headers.request_id),
+        }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(pending) = self.pending.as_mut() else {
+            return Action::Continue;
+        };
+        // `body_size` is everything Envoy has buffered so far, not this chunk.
+        pending.reported = pending.reported.max(body_size);
+        let over_limit = pending.buffer.offer(pending.reported) == Step::OverLimit;
+        let Some(config) = self.config.clone() else {
+            return Action::Pause;
+        };
+        if over_limit {
+            let Some(pending) = self.pending.take() else {
+                return Action::Pause;
+            };
+            return self.body_too_large(&config, &pending);
+        }
+        if end_of_stream {
+            self.judge_body(&config)
+        } else {
+            Action::Pause
+        }
+    }
+
+    fn on_http_request_trailers(&mut self, _: usize) -> Action {
+        // With trailers (HTTP/2, chunked), the body never sees end of stream: this is its end.
+        match self.config.clone() {
+            Some(config) if self.pending.is_some() => self.judge_body(&config),
+            _ => Action::Continue,
         }
     }
 }

@@ -1,5 +1,8 @@
 //! Metrics defined once per VM. Envoy exposes them as `wasmcustom.mcp_guard.*` in `/stats`.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 
@@ -13,6 +16,9 @@ pub struct Metrics {
     sync_ok: u32,
     sync_failed: u32,
     linear_memory_bytes: u32,
+    bodies_inspected: u32,
+    /// Per-rule counters of the body policy, defined on first use (rules come from config too).
+    rule_counters: RefCell<HashMap<String, u32>>,
 }
 
 impl Metrics {
@@ -31,6 +37,8 @@ impl Metrics {
             sync_ok: counter("mcp_guard.sync.succeeded")?,
             sync_failed: counter("mcp_guard.sync.failed")?,
             linear_memory_bytes: gauge("mcp_guard.vm.linear_memory_bytes")?,
+            bodies_inspected: counter("mcp_guard.body.inspected")?,
+            rule_counters: RefCell::default(),
         })
     }
 
@@ -51,6 +59,39 @@ impl Metrics {
     pub fn linear_memory(&self) {
         let bytes = core::arch::wasm32::memory_size(0) as u64 * 65_536;
         let _ = hostcalls::record_metric(self.linear_memory_bytes, bytes);
+    }
+
+    pub fn body_inspected(&self) {
+        let _ = hostcalls::increment_metric(self.bodies_inspected, 1);
+    }
+
+    /// Counts a body-policy hit: `mcp_guard.body.rejected.<rule>` in enforce mode,
+    /// `mcp_guard.body.audit.<rule>` in audit mode (would have been rejected).
+    pub fn body_rule(&self, rule: &str, audit: bool) {
+        let rule: String = rule
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(64)
+            .collect();
+        let name = format!(
+            "mcp_guard.body.{}.{rule}",
+            if audit { "audit" } else { "rejected" }
+        );
+        let mut counters = self.rule_counters.borrow_mut();
+        let id = match counters.get(&name) {
+            Some(id) => *id,
+            None => match hostcalls::define_metric(MetricType::Counter, &name) {
+                Ok(id) => *counters.entry(name).or_insert(id),
+                Err(_) => return,
+            },
+        };
+        let _ = hostcalls::increment_metric(id, 1);
     }
 
     pub fn sync_result(&self, ok: bool) {

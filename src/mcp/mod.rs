@@ -15,6 +15,8 @@ pub mod names;
 pub mod text;
 
 #[cfg(test)]
+mod corpus_tests;
+#[cfg(test)]
 mod tests;
 
 pub use body::{BodyBuffer, Outcome, PushError, Step};

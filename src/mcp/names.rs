@@ -99,6 +99,8 @@ pub const DEFAULT_DENY: &[(&str, &str)] = &[
     ("credential", ""),
     ("credentials", ""),
     ("authorization", ""),
+    // A connection block named `authentication` carries username and password (corpus: MongoDB).
+    ("authentication", ""),
     ("cookie", ""),
     ("cookies", "cookie"),
     ("set cookie", ""),
@@ -139,6 +141,17 @@ pub const DEFAULT_ALLOW: &[&str] = &[
     "password policy",
     "password min length",
     "oauth",
+    // From the detection corpus (tests/corpus): settings and identifiers, not secrets.
+    "secret type",
+    "secret types",
+    "private key path",
+    "bearer only",
+    "auth required",
+    "authorization settings",
+    "authorization services",
+    "credential type",
+    "credential types",
+    "authentication flow",
 ];
 
 /// A configured phrase that has no word in it (e.g. `"__"`).

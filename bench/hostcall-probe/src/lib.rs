@@ -76,7 +76,7 @@ impl HttpContext for Probe {
                 "get_shared_data" => drop(hostcalls::get_shared_data(KEY)),
                 "set_header" => drop(hostcalls::set_map_value(
                     MapType::HttpRequestHeaders,
-                    "x-probe",
+                    HEADERS[i],
                     Some("value-of-a-header"),
                 )),
                 "remove_header" => drop(hostcalls::remove_map_value(
@@ -84,7 +84,7 @@ impl HttpContext for Probe {
                     "x-probe-absent",
                 )),
                 "set_property" => drop(hostcalls::set_property(
-                    vec![if i % 2 == 0 { "probe.a" } else { "probe.b" }],
+                    vec![NAMES[i]],
                     Some(b"k3x9a0b1c2d3"),
                 )),
                 "increment_metric" => drop(hostcalls::increment_metric(self.metric, 1)),

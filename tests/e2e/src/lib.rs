@@ -223,6 +223,8 @@ pub struct Request {
     pub path: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// Bytes sent as the body exactly as given, with no content-length (e.g. chunked encoding).
+    pub raw_body: Option<Vec<u8>>,
 }
 
 impl Request {
@@ -232,6 +234,7 @@ impl Request {
             path: path.into(),
             headers: vec![],
             body: vec![],
+            raw_body: None,
         }
     }
     pub fn post_json(path: &str, body: &str) -> Self {
@@ -246,6 +249,7 @@ impl Request {
                 ),
             ],
             body: body.as_bytes().to_vec(),
+            raw_body: None,
         }
     }
     pub fn header(mut self, name: &str, value: &str) -> Self {
@@ -276,12 +280,17 @@ impl Request {
         for (name, value) in &self.headers {
             head.push_str(&format!("{name}: {value}\r\n"));
         }
-        head.push_str(&format!(
-            "content-length: {}\r\nconnection: close\r\n\r\n",
-            self.body.len()
-        ));
+        match &self.raw_body {
+            Some(_) => head.push_str("connection: close\r\n\r\n"),
+            None => head.push_str(&format!(
+                "content-length: {}\r\nconnection: close\r\n\r\n",
+                self.body.len()
+            )),
+        }
         stream.write_all(head.as_bytes()).unwrap();
-        stream.write_all(&self.body).unwrap();
+        stream
+            .write_all(self.raw_body.as_deref().unwrap_or(&self.body))
+            .unwrap();
         read_response(&mut stream)
     }
 }

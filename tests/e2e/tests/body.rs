@@ -1,0 +1,330 @@
+//! Body inspection through the real Envoy 1.40 with the release module: a real MCP client (rmcp)
+//! and server, secrets in tool arguments blocked in the body phase before anything reaches the
+//! upstream, and the ways a body can arrive (chunked, HTTP/2 with trailers, over the limit).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::Duration;
+
+use mcp_guard_e2e::*;
+use rmcp::model::{CallToolRequestParams, ClientConfig};
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::ServiceExt;
+
+const AMT_TOKEN_VALUE: &str = "amt_zz9x9a0b1c2d_Qk3x9a0b1c2d3e4f5g6h7i8j9k0l1m2n3o4p5q6r7s8";
+
+fn tools_call(id: u32, arguments: &str) -> String {
+    format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"echo","arguments":{arguments}}}}}"#
+    )
+}
+
+/// A stack with a key that has synced, and the key.
+fn stack_with_key(test: &str, plugin_config: Option<&str>) -> (Stack, IssuedKey) {
+    let stack = Stack::start_with(test, |options| {
+        options.plugin_config = plugin_config.map(str::to_string);
+    });
+    let key = stack.guardctl.create_key("demo", "member", None);
+    wait_until("the key to sync", Duration::from_secs(5), || {
+        stack.mcp(Some(&key.token)).status == 200
+    });
+    (stack, key)
+}
+
+fn assert_blocked(response: &Response, status: u16, code: i64, rule: &str) -> Value {
+    assert_eq!(response.status, status, "{response:?}");
+    assert_eq!(response.header("content-type"), Some("application/json"));
+    let body = response.json();
+    assert_eq!(body["jsonrpc"], "2.0");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert_eq!(body["error"]["data"]["rule"], rule, "{body}");
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_mcp_client_works_through_the_filter_and_gets_a_precise_error_for_a_secret() {
+    let (stack, key) = stack_with_key("rmcp-client", None);
+    let url = format!("http://127.0.0.1:{}/api/mcp", stack.envoy.port);
+    let config = StreamableHttpClientTransportConfig::with_uri(url)
+        .auth_header(key.token.clone())
+        .custom_headers(HashMap::new());
+    let client = ClientConfig::default()
+        .serve(StreamableHttpClientTransport::from_config(config))
+        .await
+        .expect("initialize through Envoy");
+
+    let tools = client.list_all_tools().await.expect("tools/list");
+    assert!(tools.iter().any(|t| t.name == "echo"));
+    let args = |v: Value| serde_json::from_value(v).unwrap();
+    let echo = client
+        .call_tool(
+            CallToolRequestParams::new("echo").with_arguments(args(serde_json::json!({
+                "text": "max_tokens and page_token are fine", "max_tokens": 5, "page_token": "abc"
+            }))),
+        )
+        .await
+        .expect("clean tools/call");
+    assert_eq!(
+        echo.content
+            .first()
+            .and_then(|c| c.as_text())
+            .map(|t| t.text.as_str()),
+        Some("max_tokens and page_token are fine")
+    );
+    let whoami = client
+        .call_tool(CallToolRequestParams::new("whoami"))
+        .await
+        .expect("whoami");
+    let identity = whoami.structured_content.unwrap();
+    assert_eq!(identity["key_id"], key.key_id.as_str());
+    assert_eq!(identity["authorization_present"], false);
+
+    let seen_before = stack.upstream.request_count();
+    let blocked = client
+        .call_tool(
+            CallToolRequestParams::new("echo").with_arguments(args(serde_json::json!({
+                "text": "hi", "config": {"apiKey": "sk-live-do-not-forward"}
+            }))),
+        )
+        .await;
+    let error = format!("{:?}", blocked.expect_err("the call must be refused"));
+    assert!(
+        error.contains("-32602") || error.contains("InvalidParams"),
+        "{error}"
+    );
+    assert!(
+        error.contains("arguments.config.apiKey"),
+        "the path is named: {error}"
+    );
+    assert!(
+        !error.contains("sk-live-do-not-forward"),
+        "the value is echoed: {error}"
+    );
+    assert_eq!(
+        stack.upstream.request_count(),
+        seen_before,
+        "the upstream saw the blocked call"
+    );
+    assert_eq!(stack.envoy.stat("mcp_guard.body.rejected.api_key"), 1);
+    let log = stack.envoy.process.log_text();
+    assert!(!log.contains("sk-live-do-not-forward"));
+    assert!(log.contains("rule=api_key"), "debug line names the rule");
+    client.cancel().await.unwrap();
+}
+
+#[test]
+fn secrets_in_any_shape_are_blocked_in_the_body_phase_and_never_reach_the_upstream() {
+    let (stack, key) = stack_with_key("body-shapes", None);
+    let before = stack.upstream.request_count();
+    let cases = [
+        (tools_call(11, r#"{"password":"hunter2"}"#), "password", 11),
+        (
+            tools_call(12, r#"{"items":[{"q":1},{"client_secret":"x"}]}"#),
+            "client_secret",
+            12,
+        ),
+        (tools_call(13, r#"{"api\u005fkey":"x"}"#), "api_key", 13),
+        (
+            tools_call(14, &format!(r#"{{"config":"{AMT_TOKEN_VALUE}"}}"#)),
+            "amt_token_value",
+            14,
+        ),
+        (
+            tools_call(15, r#"{"payload":"{\"sessionToken\":\"x\"}"}"#),
+            "session_token",
+            15,
+        ),
+        (
+            format!(
+                "[{},{}]",
+                tools_call(16, r#"{"text":"ok"}"#),
+                tools_call(17, r#"{"cookie":"x"}"#)
+            ),
+            "cookie",
+            0,
+        ),
+    ];
+    for (body, rule, id) in &cases {
+        let response = Request::post_json("/api/mcp", body)
+            .bearer(&key.token)
+            .send(stack.envoy.port);
+        let error = assert_blocked(&response, 400, -32602, rule);
+        if *id != 0 {
+            assert_eq!(error["id"], *id, "the request id is echoed");
+        }
+        assert!(error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Authorization"));
+        assert!(!response.body.contains("hunter2") && !response.body.contains(AMT_TOKEN_VALUE));
+    }
+    let parse_errors = [
+        (tools_call(21, r#"{"text":"a","text":"b"}"#), -32700),
+        (r#"{"jsonrpc":"2.0","id":22,"method":"tools/call","params":{"name":"echo","arguments":{}},"params":{}}"#.to_string(), -32700),
+        ("\u{feff}{}".to_string(), -32700),
+        (format!("{} trailing", tools_call(23, "{}")), -32700),
+        (r#"{"jsonrpc":"2.0","id":24,"method":"tools/call","Params":{}}"#.to_string(), -32600),
+    ];
+    for (body, code) in &parse_errors {
+        let response = Request::post_json("/api/mcp", body)
+            .bearer(&key.token)
+            .send(stack.envoy.port);
+        assert_eq!(response.status, 400, "{body}: {response:?}");
+        assert_eq!(response.json()["error"]["code"], *code, "{body}");
+    }
+    assert_eq!(
+        stack.upstream.request_count(),
+        before,
+        "a blocked request reached the upstream"
+    );
+    assert!(!stack.envoy.process.log_text().contains("hunter2"));
+}
+
+#[test]
+fn content_type_encoding_and_size_are_enforced() {
+    let (stack, key) = stack_with_key(
+        "body-limits",
+        Some(
+            r#"{"org": "demo", "keyset_cluster": "guardctl", "inspect_path_prefixes": ["/api/mcp"], "max_body_bytes": 2048}"#,
+        ),
+    );
+    let before = stack.upstream.request_count();
+    let clean = tools_call(1, r#"{"text":"hello"}"#);
+    let mut text_plain = Request::post_json("/api/mcp", &clean).bearer(&key.token);
+    text_plain.headers.retain(|(n, _)| n != "content-type");
+    let text_plain = text_plain
+        .header("content-type", "text/plain")
+        .send(stack.envoy.port);
+    assert_blocked(&text_plain, 415, -32600, "unsupported_media_type");
+
+    let gzip = Request::post_json("/api/mcp", &clean)
+        .bearer(&key.token)
+        .header("content-encoding", "gzip")
+        .send(stack.envoy.port);
+    assert_blocked(&gzip, 415, -32600, "content_encoding");
+
+    let big = tools_call(2, &format!(r#"{{"text":"{}"}}"#, "a".repeat(4096)));
+    let declared = Request::post_json("/api/mcp", &big)
+        .bearer(&key.token)
+        .send(stack.envoy.port);
+    assert_blocked(&declared, 413, -32600, "body_too_large");
+
+    // Chunked: no content-length, so the limit is hit while buffering.
+    let chunked = send_chunked(stack.envoy.port, &key.token, &big, 512);
+    assert_blocked(&chunked, 413, -32600, "body_too_large");
+    // A chunked body under the limit, with a secret in its last chunk, is judged whole.
+    let secret = tools_call(
+        3,
+        &format!(r#"{{"text":"{}","token":"x"}}"#, "b".repeat(600)),
+    );
+    assert_blocked(
+        &send_chunked(stack.envoy.port, &key.token, &secret, 7),
+        400,
+        -32602,
+        "token",
+    );
+    assert_eq!(stack.upstream.request_count(), before);
+
+    // GET (the SSE stream) and a clean chunked POST still pass.
+    let clean_chunked = send_chunked(
+        stack.envoy.port,
+        &key.token,
+        &tools_call(4, r#"{"text":"x"}"#),
+        5,
+    );
+    assert!(
+        !clean_chunked.body.contains("\"rule\""),
+        "{clean_chunked:?}"
+    );
+    assert!(
+        stack.upstream.request_count() > before,
+        "the clean request reached the upstream"
+    );
+}
+
+/// A POST with `transfer-encoding: chunked`, split into `chunk`-byte chunks.
+fn send_chunked(port: u16, token: &str, body: &str, chunk: usize) -> Response {
+    let mut encoded = String::new();
+    for piece in body.as_bytes().chunks(chunk) {
+        encoded.push_str(&format!(
+            "{:x}\r\n{}\r\n",
+            piece.len(),
+            String::from_utf8_lossy(piece)
+        ));
+    }
+    encoded.push_str("0\r\n\r\n");
+    let mut request = Request::post_json("/api/mcp", "").bearer(token);
+    request
+        .headers
+        .push(("transfer-encoding".into(), "chunked".into()));
+    request.raw_body = Some(encoded.into_bytes());
+    request.send(port)
+}
+
+#[test]
+fn http2_with_trailers_is_judged_at_the_trailers() {
+    let (stack, key) = stack_with_key("h2-trailers", None);
+    let dir = scratch_dir("h2-bodies");
+    let nghttp = |name: &str, body: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, body).unwrap();
+        let out = Command::new("nghttp")
+            .args(["-v", "--no-dep", "--trailer", "x-checksum: 1", "-d"])
+            .arg(&path)
+            .args(["-H", &format!("authorization: Bearer {}", key.token)])
+            .args(["-H", "content-type: application/json"])
+            .args(["-H", "accept: application/json, text/event-stream"])
+            .arg(format!("http://127.0.0.1:{}/api/mcp", stack.envoy.port))
+            .output()
+            .expect("nghttp (make e2e installs nghttp2-client)");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let before = stack.upstream.request_count();
+    let blocked = nghttp("secret.json", &tools_call(31, r#"{"refresh_token":"x"}"#));
+    assert!(blocked.contains(":status: 400"), "{blocked}");
+    assert!(blocked.contains("\"rule\":\"refresh_token\""), "{blocked}");
+    assert_eq!(
+        stack.upstream.request_count(),
+        before,
+        "the blocked h2 request reached the upstream"
+    );
+
+    let allowed = nghttp("clean.json", INITIALIZE);
+    assert!(allowed.contains(":status: 200"), "{allowed}");
+    assert!(allowed.contains("serverInfo"), "{allowed}");
+    assert_eq!(stack.upstream.request_count(), before + 1);
+}
+
+#[test]
+fn audit_mode_forwards_but_counts_and_logs_what_it_would_block() {
+    let (stack, key) = stack_with_key(
+        "audit",
+        Some(
+            r#"{"org": "demo", "keyset_cluster": "guardctl", "inspect_path_prefixes": ["/api/mcp"], "mode": "audit"}"#,
+        ),
+    );
+    let before = stack.upstream.request_count();
+    let response = Request::post_json("/api/mcp", &tools_call(41, r#"{"password":"hunter2"}"#))
+        .bearer(&key.token)
+        .send(stack.envoy.port);
+    // The upstream answers (400: this raw call has no MCP session); the filter did not refuse it.
+    assert!(
+        !response.body.contains("\"rule\""),
+        "audit mode does not block: {response:?}"
+    );
+    assert_eq!(
+        stack.upstream.request_count(),
+        before + 1,
+        "audit mode forwards"
+    );
+    assert_eq!(stack.envoy.stat("mcp_guard.body.audit.password"), 1);
+    assert_eq!(stack.envoy.stat("mcp_guard.body.rejected.password"), 0);
+    let log = stack.envoy.process.log_text();
+    assert!(
+        log.contains("audit: would reject rule=password"),
+        "audit line at info level"
+    );
+    assert!(!log.contains("hunter2"));
+}
