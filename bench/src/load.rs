@@ -44,7 +44,18 @@ impl RequestSpec {
 
     /// A `tools/call` of exactly `size` bytes (the argument is padded).
     pub fn tools_call(token: Option<&str>, size: usize) -> Self {
-        let head = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"text":""#;
+        Self::tools_call_with(token, size, "")
+    }
+
+    /// The same, with an `api_key` argument the filter must block.
+    pub fn tools_call_blocked(token: Option<&str>, size: usize) -> Self {
+        Self::tools_call_with(token, size, r#""api_key":"sk-bench","#)
+    }
+
+    fn tools_call_with(token: Option<&str>, size: usize, extra_argument: &str) -> Self {
+        let head = format!(
+            r#"{{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{{"name":"echo","arguments":{{{extra_argument}"text":""#
+        );
         let tail = r#""}}}"#;
         let pad = size.saturating_sub(head.len() + tail.len());
         let mut body = head.as_bytes().to_vec();

@@ -255,6 +255,14 @@ fn scenarios(token: &str, bad_token: &str) -> Vec<Scenario> {
             fixed_rate: false,
         },
     ];
+    scenarios.push(Scenario {
+        id: "mcp_guard_post_blocked",
+        title: "mcp-guard, tools/call 1 KiB with api_key (400)",
+        envoy: 3,
+        request: RequestSpec::tools_call_blocked(Some(token), 1 << 10),
+        expect_ok: false,
+        fixed_rate: false,
+    });
     let probe_n = |id: &'static str, title: &'static str, op: &str, repeat: u32| Scenario {
         id,
         title,

@@ -76,7 +76,7 @@ impl GuardHttp {
                 BodyRejection {
                     status: early.status,
                     rule: &early.rule,
-                    body: early.body.clone(),
+                    body: early.body,
                     tool: None,
                     path: "-",
                 },
@@ -135,7 +135,23 @@ impl GuardHttp {
             name: &name,
         };
         match inspect_request(body, &headers, &config.inspect) {
-            Verdict::Allow => Action::Continue,
+            Verdict::Allow => {
+                // The key may have been revoked while the body was uploading: check again before
+                // anything is forwarded.
+                match lookup(&HostStore, &config.keys, &pending.key_id) {
+                    Ok(Lookup::Active(_)) => Action::Continue,
+                    Ok(Lookup::NotLoaded) | Err(_) => self.deny(
+                        DenyReason::KeySetNotLoaded,
+                        Some(&pending.key_id),
+                        pending.request_id.as_deref(),
+                    ),
+                    Ok(Lookup::Revoked | Lookup::Unknown) => self.deny(
+                        DenyReason::Revoked,
+                        Some(&pending.key_id),
+                        pending.request_id.as_deref(),
+                    ),
+                }
+            }
             Verdict::Reject(rejection) => self.reject_body(
                 config,
                 BodyRejection {

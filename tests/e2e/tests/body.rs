@@ -328,3 +328,49 @@ fn audit_mode_forwards_but_counts_and_logs_what_it_would_block() {
     );
     assert!(!log.contains("hunter2"));
 }
+
+#[test]
+fn a_key_revoked_while_its_body_uploads_gets_401_and_nothing_reaches_the_upstream() {
+    use std::io::{Read, Write};
+    let (stack, key) = stack_with_key("revoke-mid-upload", None);
+    let body = tools_call(51, &format!(r#"{{"text":"{}"}}"#, "c".repeat(4000)));
+    let (first, rest) = body.split_at(body.len() / 2);
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", stack.envoy.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "POST /api/mcp HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\naccept: application/json, text/event-stream\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{first}",
+        key.token,
+        body.len()
+    )
+    .unwrap();
+    let before = stack.upstream.request_count();
+
+    stack.guardctl.revoke(&key.key_id);
+    wait_until(
+        "the revocation to reach the proxy",
+        Duration::from_secs(5),
+        || {
+            Request::get("/api/mcp")
+                .bearer(&key.token)
+                .send(stack.envoy.port)
+                .status
+                == 401
+        },
+    );
+    stream.write_all(rest.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(answer.contains("invalid_token"), "{answer}");
+    assert_eq!(
+        stack.upstream.request_count(),
+        before,
+        "the upstream saw the request"
+    );
+    assert!(stack.envoy.stat("mcp_guard.requests.denied.revoked") >= 1);
+}
