@@ -179,7 +179,14 @@ pub struct LastRequest {
     /// Headers of the most recent request, names lower-case, values as received
     /// (repeated headers joined with `", "`).
     pub headers: BTreeMap<String, String>,
+    /// Body of the most recent request, as received (lossy UTF-8), so tests can check that a
+    /// proxy forwarded it byte for byte. Bodies over 1 MiB are not recorded.
+    #[serde(default)]
+    pub body: Option<String>,
 }
+
+/// Bodies larger than this are forwarded but not recorded.
+const RECORDED_BODY_LIMIT: usize = 1 << 20;
 
 type SharedLastRequest = Arc<Mutex<LastRequest>>;
 
@@ -199,14 +206,28 @@ async fn record_request(
             })
             .or_insert_with(|| value.into_owned());
     }
+    use axum::response::IntoResponse;
+    let (parts, body) = request.into_parts();
+    let bytes = match axum::body::to_bytes(body, RECORDED_BODY_LIMIT).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            return (
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "body too large for the demo server",
+            )
+                .into_response()
+        }
+    };
     {
         let mut last = last.lock().unwrap_or_else(PoisonError::into_inner);
         last.count += 1;
-        last.method = Some(request.method().as_str().to_owned());
-        last.uri = Some(request.uri().to_string());
+        last.method = Some(parts.method.as_str().to_owned());
+        last.uri = Some(parts.uri.to_string());
         last.headers = headers;
+        last.body = Some(String::from_utf8_lossy(&bytes).into_owned());
     }
-    next.run(request).await
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
 }
 
 async fn last_request(State(last): State<SharedLastRequest>) -> Json<LastRequest> {

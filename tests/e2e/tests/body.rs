@@ -374,3 +374,23 @@ fn a_key_revoked_while_its_body_uploads_gets_401_and_nothing_reaches_the_upstrea
     );
     assert!(stack.envoy.stat("mcp_guard.requests.denied.revoked") >= 1);
 }
+
+#[test]
+fn benign_bodies_reach_the_upstream_byte_for_byte() {
+    let (stack, key) = stack_with_key("byte-for-byte", None);
+    // Odd but valid: whitespace, escapes, a surrogate pair, look-alike names that are allowed.
+    let body = "{ \"jsonrpc\" : \"2.0\",\n\t\"id\" : 1 , \"method\":\"initialize\", \"params\":{\"protocolVersion\":\"2025-06-18\",\
+                \"capabilities\":{ },\"clientInfo\":{\"name\":\"caf\\u00e9 \\ud83d\\ude00 \\\"quoted\\\"\",\"version\":\"0\"},\
+                \"_meta\":{\"progressToken\":\"p-1\"}}   }\n";
+    let response = Request::post_json("/api/mcp", body)
+        .bearer(&key.token)
+        .send(stack.envoy.port);
+    assert_eq!(response.status, 200, "{response:?}");
+    let seen = stack.upstream.last_request();
+    assert_eq!(
+        seen["body"].as_str(),
+        Some(body),
+        "the body was changed on the way"
+    );
+    assert_eq!(seen["headers"]["content-type"], "application/json");
+}
