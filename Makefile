@@ -13,7 +13,7 @@ ENVOY_CONFIGS := $(wildcard envoy/*.yaml)
 MCP_UPSTREAM  ?=
 
 .PHONY: help setup rust-targets envoy wasm wasm-trap bench-wasm native build unit unit-native unit-wasm \
-        lint validate e2e e2e-deps test run bench bench-quick bench-deps clean
+        lint validate e2e e2e-deps test fuzz run bench bench-quick bench-deps clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -72,6 +72,11 @@ test: lint unit validate e2e ## Everything CI runs
 
 run: build envoy ## The local stack: guardctl :8081, demo MCP :8000, Envoy :10000 (admin :9901)
 	MCP_UPSTREAM=$(MCP_UPSTREAM) ENVOY=$(ENVOY) tools/run-local.sh
+
+FUZZ_SECONDS ?= 600
+fuzz: ## Fuzz the token grammar and the body inspector, FUZZ_SECONDS (600) each, in parallel
+	tools/fuzz.sh token $(FUZZ_SECONDS) & tools/fuzz.sh inspector $(FUZZ_SECONDS) & \
+	  ok=0; for job in $$(jobs -p); do wait $$job || ok=1; done; exit $$ok
 
 bench-deps: ## Install the load generator (wrk, from Debian) if missing
 	@command -v wrk >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk)

@@ -94,13 +94,9 @@ pub fn is_valid_key_id(key_id: &str) -> bool {
 /// True when a string contains something shaped like one of our tokens: used to refuse credentials
 /// smuggled in the query string, where they would be logged by every hop.
 pub fn contains_token_like(text: &str) -> bool {
-    text.match_indices(PREFIX).any(|(at, _)| {
-        let tail = &text[at..];
-        let end = tail
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(tail.len());
-        parse_token(&tail[..end]).is_some()
-    })
+    // The body inspector's scanner: it also finds a token followed by more word characters
+    // (`?t=<token>_x`), which a whole-run match would miss.
+    crate::mcp::text::contains_amt_token(text.as_bytes())
 }
 
 #[cfg(test)]
@@ -202,6 +198,14 @@ mod tests {
         let t = token();
         assert!(contains_token_like(&format!("/api/mcp?api_key={t}")));
         assert!(contains_token_like(&format!("/api/mcp?x=1&t={t}&y=2")));
+        assert!(
+            contains_token_like(&format!("/api/mcp?t={t}_x")),
+            "suffix after the token"
+        );
+        assert!(
+            contains_token_like(&format!("/api/mcp?t={t}ABC")),
+            "longer secret run"
+        );
         assert!(!contains_token_like("/api/mcp?amt_=1&name=amt_short"));
         assert!(!contains_token_like("/api/mcp"));
     }

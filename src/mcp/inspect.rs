@@ -906,8 +906,18 @@ fn loose_key_before(text: &str, colon: usize) -> Option<&str> {
     let last = *b.get(end.checked_sub(1)?)?;
     if last == b'"' || last == b'\'' {
         let close = end - 1;
-        let open = b.get(..close)?.iter().rposition(|&c| c == last)?;
-        return text.get(open + 1..close);
+        // Quotes at this key's level of escaping carry as many backslashes as the closing one:
+        // a quote with another count is part of the key (`pass\"word`), not its start.
+        let backslashes_before = |i: usize| {
+            b.get(..i).map_or(0, |head| {
+                head.iter().rev().take_while(|&&c| c == b'\\').count()
+            })
+        };
+        let level = backslashes_before(close);
+        let open = (0..close.saturating_sub(level))
+            .rev()
+            .find(|&i| b.get(i) == Some(&last) && backslashes_before(i) == level)?;
+        return text.get(open + 1..close - level);
     }
     let is_word = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c == b'-';
     if !is_word(last) {
@@ -1243,9 +1253,14 @@ mod unit_tests {
         assert_eq!(loose_unescape(r#"\\\"pass\\u0077ord\\\""#), "\"password\"");
         assert_eq!(loose_unescape(r"a\nb\\tc"), "a b c");
         assert_eq!(loose_key_before(r#"{"password":1"#, 11), Some("password"));
+        assert_eq!(loose_key_before(r#"{\"password\":1"#, 13), Some("password"));
         assert_eq!(
-            loose_key_before(r#"{\"password\":1"#, 13),
-            Some("password\\")
+            loose_key_before(r#"{"pass\"word":1"#, 13),
+            Some("pass\\\"word")
+        );
+        assert_eq!(
+            loose_key_before(r#"{\"pass\\\"word\":1"#, 17),
+            Some("pass\\\\\\\"word")
         );
         assert_eq!(loose_key_before("{ apiKey : 1", 9), Some("apiKey"));
         assert_eq!(loose_key_before("[note] token: x", 12), None);
