@@ -9,6 +9,7 @@ use mcp_guard::auth::authenticate;
 use mcp_guard::auth::token::parse_authorization;
 use mcp_guard::keyset::record::{Entry, KeyRecord, VersionedEntry};
 use mcp_guard::keyset::Lookup;
+use mcp_guard::mcp::{inspect_body, InspectConfig, NamePolicy};
 use sha2::{Digest, Sha256};
 
 const TOKEN: &str = "amt_k3x9a0b1c2d3_Zk3x9a0b1c2d3e4f5g6h7i8j9k0l1m2n3o4p5q6r7s8";
@@ -76,6 +77,38 @@ fn main() {
         entry: Entry::Active(record.clone()),
     }
     .encode();
+    let config = InspectConfig::default();
+    for (name, body) in [
+        ("inspect_tools_call_1k_typical", tools_call_typical(1 << 10)),
+        ("inspect_tools_call_1k_dense", tools_call_dense(1 << 10)),
+        ("inspect_tools_call_64k_dense", tools_call_dense(64 << 10)),
+        ("inspect_tools_call_1m_dense", tools_call_dense(1 << 20)),
+    ] {
+        let verdict = inspect_body(body.as_bytes(), &config);
+        assert!(verdict.is_allow(), "{name} must be clean: {verdict:?}");
+        report(
+            name,
+            ns_per_op(|| {
+                black_box(inspect_body(black_box(body.as_bytes()), &config).is_allow());
+            }),
+            Some(body.len()),
+        );
+    }
+    let policy = NamePolicy::default();
+    report(
+        "name_check_benign_camel_case",
+        ns_per_op(|| {
+            black_box(policy.check(black_box("nextPageToken")).is_none());
+        }),
+        None,
+    );
+    report(
+        "name_check_secret",
+        ns_per_op(|| {
+            black_box(policy.check(black_box("client_secret")).is_some());
+        }),
+        None,
+    );
     report(
         "key_record_decode",
         ns_per_op(|| {
@@ -83,4 +116,33 @@ fn main() {
         }),
         None,
     );
+}
+
+/// One long text argument, as most tool calls are.
+fn tools_call_typical(size: usize) -> String {
+    let head = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"text":""#;
+    let tail = r#""}}}"#;
+    format!(
+        "{head}{}{tail}",
+        "a".repeat(size.saturating_sub(head.len() + tail.len()))
+    )
+}
+
+/// Many small keyed items with nested objects and escapes: the parser's worst ordinary case.
+fn tools_call_dense(size: usize) -> String {
+    let mut items = Vec::new();
+    let mut len = 0;
+    let mut i = 0;
+    while len < size.saturating_sub(120) {
+        let item = format!(
+            r#"{{"id":{i},"name":"item \"{i}\"","tags":["a","b"],"meta":{{"page_token":"p{i}","max_tokens":{i}}}}}"#
+        );
+        len += item.len() + 1;
+        items.push(item);
+        i += 1;
+    }
+    format!(
+        r#"{{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{{"name":"search","arguments":{{"items":[{}]}}}}}}"#,
+        items.join(",")
+    )
 }

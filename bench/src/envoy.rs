@@ -216,7 +216,8 @@ impl BenchEnvoy {
         }
     }
 
-    /// Milliseconds from Envoy creating the base VM to the filter's first `configured` line.
+    /// Milliseconds from Envoy starting to load the listener (which compiles and starts the base
+    /// VM) to the filter's first `configured` line: both are logged at info level.
     pub fn vm_start_ms(&self) -> Option<f64> {
         let log = self.envoy.process.log_text();
         let at = |marker: &str| {
@@ -224,7 +225,7 @@ impl BenchEnvoy {
                 .find(|l| l.contains(marker))
                 .and_then(log_time_ms)
         };
-        Some(at("mcp-guard: configured")? - at("Base Wasm created")?)
+        Some(at("mcp-guard: configured")? - at("loading 1 listener(s)")?)
     }
 }
 
@@ -249,4 +250,17 @@ fn log_time_ms(line: &str) -> Option<f64> {
     let m: f64 = parts.next()?.parse().ok()?;
     let s: f64 = parts.next()?.parse().ok()?;
     Some(((h * 60.0 + m) * 60.0 + s) * 1_000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_time_ms;
+
+    #[test]
+    fn reads_envoy_log_timestamps() {
+        let line = "[2026-11-27 16:08:46.382][24027][info][config] [source/server/configuration_impl.cc:148] loading 1 listener(s)";
+        let later = "[2026-11-27 16:08:46.788][24027][info][wasm] wasm log mcp-guard: configured";
+        let gap = log_time_ms(later).unwrap() - log_time_ms(line).unwrap();
+        assert!((gap - 406.0).abs() < 0.01, "{gap}");
+    }
 }

@@ -35,7 +35,7 @@ impl Settings {
         Self {
             rounds: 5,
             warmup: Duration::from_secs(1),
-            measure: Duration::from_secs(4),
+            measure: Duration::from_secs(3),
             connections: 8,
             fixed_rate_rps: 1_000,
             fixed_rate_duration: Duration::from_secs(3),

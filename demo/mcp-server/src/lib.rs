@@ -207,6 +207,16 @@ async fn record_request(
             .or_insert_with(|| value.into_owned());
     }
     use axum::response::IntoResponse;
+    // Count the request as soon as its head arrives, before reading the body: a test that
+    // asserts "nothing reached the upstream" must see even a request whose body never came.
+    {
+        let mut last = last.lock().unwrap_or_else(PoisonError::into_inner);
+        last.count += 1;
+        last.method = Some(request.method().as_str().to_owned());
+        last.uri = Some(request.uri().to_string());
+        last.headers = headers;
+        last.body = None;
+    }
     let (parts, body) = request.into_parts();
     let bytes = match axum::body::to_bytes(body, RECORDED_BODY_LIMIT).await {
         Ok(bytes) => bytes,
@@ -218,14 +228,8 @@ async fn record_request(
                 .into_response()
         }
     };
-    {
-        let mut last = last.lock().unwrap_or_else(PoisonError::into_inner);
-        last.count += 1;
-        last.method = Some(parts.method.as_str().to_owned());
-        last.uri = Some(parts.uri.to_string());
-        last.headers = headers;
-        last.body = Some(String::from_utf8_lossy(&bytes).into_owned());
-    }
+    last.lock().unwrap_or_else(PoisonError::into_inner).body =
+        Some(String::from_utf8_lossy(&bytes).into_owned());
     next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
         .await
 }
