@@ -354,7 +354,7 @@ impl Results<'_> {
 
         let m = &self.module;
         md.push_str(&format!(
-            "\n## Module and VM\n\n| what | value | goal |\n|---|---|---|\n| `mcp_guard.wasm` size | {} KiB | < 200 KiB |\n| VM start in Envoy (base VM created → filter configured) | {} ms | < 50 ms |\n| linear memory per VM after load | {} KiB | |\n",
+            "\n## Module and VM\n\n| what | value | goal |\n|---|---|---|\n| `mcp_guard.wasm` size | {} KiB | < 200 KiB |\n| VM start in Envoy (listener load, which compiles the module, → filter configured) | {} ms | < 50 ms |\n| linear memory per VM after load | {} KiB | |\n",
             m["wasm_bytes"].as_u64().unwrap_or(0) / 1024,
             m["vm_start_ms"].as_f64().map_or("–".into(), |v| format!("{v:.0}")),
             m["linear_memory_bytes"].as_u64().unwrap_or(0) / 1024,
