@@ -5,7 +5,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use mcp_guard_e2e::{envoy_bin, release_wasm, repo_root, wait_until, Envoy, Request};
+use mcp_guard_e2e::{
+    envoy_bin, release_wasm, repo_root, validate_yaml, wait_until, Envoy, Request,
+};
 
 use crate::load::Load;
 use crate::Scenario;
@@ -142,23 +144,12 @@ fn wasm_filter(name: &str, module: &Path, configuration: &str) -> String {
 }
 
 pub fn validate(dir: &Path, variant: &Variant) {
-    let config = dir.join(format!("validate-{}.yaml", variant.name()));
-    std::fs::write(&config, variant.config()).unwrap();
-    let out = Command::new(envoy_bin())
-        .args([
-            "--mode",
-            "validate",
-            "-c",
-            config.to_str().unwrap(),
-            "--use-dynamic-base-id",
-        ])
-        .output()
-        .unwrap();
+    let name = format!("validate-{}", variant.name());
+    let (accepted, printed) = validate_yaml(dir, &name, &variant.config());
     assert!(
-        out.status.success(),
-        "bench config {} does not validate:\n{}",
-        variant.name(),
-        String::from_utf8_lossy(&out.stderr)
+        accepted,
+        "bench config {} does not validate:\n{printed}",
+        variant.name()
     );
 }
 

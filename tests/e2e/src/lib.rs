@@ -736,21 +736,7 @@ impl Envoy {
     /// Writes the rendered config into `dir` and runs `envoy --mode validate` on it; returns
     /// whether Envoy accepted it, and everything it printed.
     pub fn validate(dir: &Path, options: &EnvoyOptions) -> (bool, String) {
-        let config = dir.join("envoy-validate.yaml");
-        fs::write(&config, Self::render(options, 0, 0)).unwrap();
-        let out = Command::new(envoy_bin())
-            .args([
-                "--mode",
-                "validate",
-                "-c",
-                config.to_str().unwrap(),
-                "--use-dynamic-base-id",
-            ])
-            .output()
-            .unwrap();
-        let printed = String::from_utf8_lossy(&out.stderr).to_string()
-            + &String::from_utf8_lossy(&out.stdout);
-        (out.status.success(), printed)
+        validate_yaml(dir, "envoy-validate", &Self::render(options, 0, 0))
     }
 
     /// Counters and gauges of the filter, by name without Envoy's `wasmcustom.` prefix.
@@ -791,6 +777,26 @@ impl Envoy {
     }
 }
 
+/// Writes `yaml` to `dir/<name>.yaml` and runs `envoy --mode validate` on it; returns whether
+/// Envoy accepted it, and everything it printed.
+pub fn validate_yaml(dir: &Path, name: &str, yaml: &str) -> (bool, String) {
+    let config = dir.join(format!("{name}.yaml"));
+    fs::write(&config, yaml).unwrap();
+    let out = Command::new(envoy_bin())
+        .args([
+            "--mode",
+            "validate",
+            "-c",
+            config.to_str().unwrap(),
+            "--use-dynamic-base-id",
+        ])
+        .output()
+        .unwrap();
+    let printed =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    (out.status.success(), printed)
+}
+
 /// The standard stack: guardctl, the demo upstream and Envoy with the shipped config.
 pub struct Stack {
     pub dir: PathBuf,
@@ -818,6 +824,23 @@ impl Stack {
             upstream,
             envoy,
         }
+    }
+
+    /// Waits until the proxy refuses `token` with 401 (a revocation has arrived). It probes a
+    /// path Envoy answers itself (404 while the key is valid), so waiting never sends a request
+    /// to the upstream that a test might be counting.
+    pub fn wait_until_refused(&self, token: &str) {
+        wait_until(
+            "the revocation to reach the proxy",
+            Duration::from_secs(5),
+            || {
+                Request::get("/not-mcp")
+                    .bearer(token)
+                    .send(self.envoy.port)
+                    .status
+                    == 401
+            },
+        );
     }
 
     pub fn mcp(&self, token: Option<&str>) -> Response {

@@ -351,17 +351,7 @@ fn a_key_revoked_while_its_body_uploads_gets_401_and_nothing_reaches_the_upstrea
     let before = stack.upstream.request_count();
 
     stack.guardctl.revoke(&key.key_id);
-    wait_until(
-        "the revocation to reach the proxy",
-        Duration::from_secs(5),
-        || {
-            Request::get("/api/mcp")
-                .bearer(&key.token)
-                .send(stack.envoy.port)
-                .status
-                == 401
-        },
-    );
+    stack.wait_until_refused(&key.token);
     stream.write_all(rest.as_bytes()).unwrap();
     let mut answer = String::new();
     let _ = stream.read_to_string(&mut answer);
