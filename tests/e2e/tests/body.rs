@@ -384,3 +384,46 @@ fn benign_bodies_reach_the_upstream_byte_for_byte() {
     );
     assert_eq!(seen["headers"]["content-type"], "application/json");
 }
+
+#[test]
+fn mcp_headers_are_checked_and_delete_passes_authenticated_without_inspection() {
+    let (stack, key) = stack_with_key("mcp-headers", None);
+    let before = stack.upstream.request_count();
+    let clean = tools_call(61, r#"{"text":"hi"}"#);
+
+    let secret_param = Request::post_json("/api/mcp", &clean)
+        .bearer(&key.token)
+        .header("Mcp-Param-Api-Key", "anything")
+        .send(stack.envoy.port);
+    assert_blocked(&secret_param, 400, -32602, "api_key");
+
+    let mismatch = Request::post_json("/api/mcp", &clean)
+        .bearer(&key.token)
+        .header("Mcp-Method", "tools/list")
+        .send(stack.envoy.port);
+    assert_blocked(&mismatch, 400, -32020, "header_mismatch");
+    assert_eq!(
+        stack.upstream.request_count(),
+        before,
+        "a refused request reached the upstream"
+    );
+
+    let agreeing = Request::post_json("/api/mcp", &clean)
+        .bearer(&key.token)
+        .header("Mcp-Method", "tools/call")
+        .header("Mcp-Name", "echo")
+        .send(stack.envoy.port);
+    assert!(!agreeing.body.contains("\"rule\""), "{agreeing:?}");
+    assert_eq!(stack.upstream.request_count(), before + 1);
+
+    // DELETE ends a session: authenticated, never body-inspected, forwarded.
+    let mut delete = Request::get("/api/mcp").bearer(&key.token);
+    delete.method = "DELETE".into();
+    let deleted = delete.send(stack.envoy.port);
+    assert!(!deleted.body.contains("\"rule\""), "{deleted:?}");
+    assert_eq!(stack.upstream.request_count(), before + 2);
+    assert_eq!(stack.upstream.last_request()["method"], "DELETE");
+    let mut anonymous = Request::get("/api/mcp");
+    anonymous.method = "DELETE".into();
+    assert_eq!(anonymous.send(stack.envoy.port).status, 401);
+}
