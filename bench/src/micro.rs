@@ -4,37 +4,32 @@ use std::process::Command;
 
 use mcp_guard_e2e::{repo_root, Value};
 
+/// `cargo <verb> --quiet --release -p mcp-guard --example micro_bench <extra>` in the repo.
+fn cargo_micro(verb: &str, extra: &[&str]) -> std::process::Output {
+    Command::new("cargo")
+        .current_dir(repo_root())
+        .args([
+            verb,
+            "--quiet",
+            "--release",
+            "-p",
+            "mcp-guard",
+            "--example",
+            "micro_bench",
+        ])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
 pub fn run() -> Value {
     let root = repo_root();
-    let native = Command::new("cargo")
-        .current_dir(&root)
-        .args([
-            "run",
-            "--quiet",
-            "--release",
-            "-p",
-            "mcp-guard",
-            "--example",
-            "micro_bench",
-        ])
-        .output()
-        .unwrap();
-    let build = Command::new("cargo")
-        .current_dir(&root)
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "mcp-guard",
-            "--example",
-            "micro_bench",
-            "--target",
-            "wasm32-wasip1",
-        ])
-        .status()
-        .unwrap();
-    assert!(build.success(), "cannot build micro_bench for wasm32");
+    let native = cargo_micro("run", &[]);
+    let build = cargo_micro("build", &["--target", "wasm32-wasip1"]);
+    assert!(
+        build.status.success(),
+        "cannot build micro_bench for wasm32"
+    );
     let wasm = Command::new("node")
         .current_dir(&root)
         .args([

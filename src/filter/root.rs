@@ -79,14 +79,14 @@ impl GuardRoot {
     /// Takes or renews the lease; true while this worker should run the sync loop.
     fn hold_lease(&mut self, config: &Config, now: u64) -> bool {
         if self.owner == 0 {
-            match next_owner_id(&HostStore, &config.keys.owner_sequence()) {
+            match next_owner_id(&HostStore, config.keys.owner_sequence()) {
                 Ok(id) => self.owner = id,
                 Err(_) => return false,
             }
         }
         Lease::acquire(
             &HostStore,
-            &config.keys.lease(),
+            config.keys.lease(),
             self.owner,
             now,
             LEASE_TTL_MS,
@@ -206,7 +206,7 @@ impl GuardRoot {
     fn publish_gauges(&self, config: &Config, now: u64) {
         let (Some(metrics), Ok((state, _))) = (
             &self.metrics,
-            ServingState::read(&HostStore, &config.keys.state()),
+            ServingState::read(&HostStore, config.keys.state()),
         ) else {
             return;
         };

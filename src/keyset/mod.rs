@@ -26,7 +26,7 @@ pub enum Lookup {
 
 /// Two small shared-data reads whatever the size of the set: the serving state, then one key.
 pub fn lookup(store: &impl SharedStore, keys: &Keys, key_id: &str) -> Result<Lookup, StoreError> {
-    let (state, _) = ServingState::read(store, &keys.state())?;
+    let (state, _) = ServingState::read(store, keys.state())?;
     if !state.is_loaded() {
         return Ok(Lookup::NotLoaded);
     }

@@ -27,27 +27,37 @@ pub trait SharedStore {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keys {
     prefix: String,
+    // The fixed names, built once per configuration: `state` is read on every request.
+    state: String,
+    cursor: String,
+    lease: String,
+    owner_sequence: String,
 }
 
 impl Keys {
     pub fn new(cluster: &str) -> Self {
+        let prefix = format!("mcp-guard/{cluster}/");
         Self {
-            prefix: format!("mcp-guard/{cluster}/"),
+            state: format!("{prefix}state"),
+            cursor: format!("{prefix}cursor"),
+            lease: format!("{prefix}lease"),
+            owner_sequence: format!("{prefix}owner-seq"),
+            prefix,
         }
     }
     /// Which generation serves requests, at which version (see [`crate::keyset::state`]).
-    pub fn state(&self) -> String {
-        format!("{}state", self.prefix)
+    pub fn state(&self) -> &str {
+        &self.state
     }
     /// Where the sync loop is writing (generation, version, epoch).
-    pub fn cursor(&self) -> String {
-        format!("{}cursor", self.prefix)
+    pub fn cursor(&self) -> &str {
+        &self.cursor
     }
-    pub fn lease(&self) -> String {
-        format!("{}lease", self.prefix)
+    pub fn lease(&self) -> &str {
+        &self.lease
     }
-    pub fn owner_sequence(&self) -> String {
-        format!("{}owner-seq", self.prefix)
+    pub fn owner_sequence(&self) -> &str {
+        &self.owner_sequence
     }
     pub fn key(&self, generation: u32, key_id: &str) -> String {
         format!("{}g{generation}/k/{key_id}", self.prefix)

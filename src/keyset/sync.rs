@@ -85,7 +85,7 @@ pub fn parse_page(body: &[u8]) -> Result<SyncPage, SyncError> {
 
 /// The version to ask for next.
 pub fn next_since(store: &impl SharedStore, keys: &Keys) -> Result<u64, StoreError> {
-    Ok(Cursor::read(store, &keys.cursor())?.0.version)
+    Ok(Cursor::read(store, keys.cursor())?.0.version)
 }
 
 /// Applies one page that answered `?since=<asked_since>`.
@@ -96,11 +96,11 @@ pub fn apply_page(
     page: &SyncPage,
     now_ms: u64,
 ) -> Result<Outcome, SyncError> {
-    let (mut cursor, cursor_cas) = Cursor::read(store, &keys.cursor())?;
+    let (mut cursor, cursor_cas) = Cursor::read(store, keys.cursor())?;
     if cursor.version != asked_since {
         return Ok(Outcome::Stale);
     }
-    let (serving, _) = ServingState::read(store, &keys.state())?;
+    let (serving, _) = ServingState::read(store, keys.state())?;
 
     let first_load = cursor.generation == 0;
     let epoch_changed = !first_load && cursor.epoch != page.epoch;
@@ -110,7 +110,7 @@ pub fn apply_page(
             version: 0,
             epoch: page.epoch.clone(),
         };
-        return match store.set(&keys.cursor(), fresh.encode().as_bytes(), cursor_cas) {
+        return match store.set(keys.cursor(), fresh.encode().as_bytes(), cursor_cas) {
             Ok(()) => Ok(Outcome::Reload),
             Err(StoreError::CasMismatch) => Ok(Outcome::Stale),
             Err(e) => Err(e.into()),
@@ -127,7 +127,7 @@ pub fn apply_page(
     }
 
     cursor.version = page.version;
-    match store.set(&keys.cursor(), cursor.encode().as_bytes(), cursor_cas) {
+    match store.set(keys.cursor(), cursor.encode().as_bytes(), cursor_cas) {
         Ok(()) => {}
         // The entries we wrote are versioned, so losing this race leaves nothing inconsistent.
         Err(StoreError::CasMismatch) => return Ok(Outcome::Stale),
@@ -216,7 +216,7 @@ fn update_serving_state(
     now_ms: u64,
 ) -> Result<(), StoreError> {
     for _ in 0..16 {
-        let (serving, cas) = ServingState::read(store, &keys.state())?;
+        let (serving, cas) = ServingState::read(store, keys.state())?;
         let next = if serving.generation == cursor.generation || caught_up {
             // Same generation: move forward. New generation complete: switch requests to it.
             ServingState {
@@ -228,7 +228,7 @@ fn update_serving_state(
             // A reload is still filling the next generation; keep serving the current one.
             return Ok(());
         };
-        match store.set(&keys.state(), next.encode().as_bytes(), cas) {
+        match store.set(keys.state(), next.encode().as_bytes(), cas) {
             Ok(()) => return Ok(()),
             Err(StoreError::CasMismatch) => continue,
             Err(e) => return Err(e),
