@@ -19,6 +19,8 @@ struct RawConfig {
     #[serde(default = "default_long_poll_ms")]
     long_poll_ms: u64,
     #[serde(default)]
+    max_staleness_ms: Option<u64>,
+    #[serde(default)]
     keep_authorization: bool,
     #[serde(default = "default_retry_after_seconds")]
     retry_after_seconds: u32,
@@ -105,6 +107,9 @@ fn strip_port(authority: &str) -> &str {
     }
 }
 
+/// How much longer than the wait it asked for a key-set long-poll may take before it is given up.
+pub const LONG_POLL_SLACK_MS: u64 = 5_000;
+
 /// The validated, compiled configuration shared by every request of a plugin instance.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -113,6 +118,9 @@ pub struct Config {
     pub keyset_authority: String,
     pub keyset_path: String,
     pub long_poll_ms: u64,
+    /// Fail closed (503) once the last successful sync is older than this; `None`: keep serving
+    /// the last-known set however old.
+    pub max_staleness_ms: Option<u64>,
     pub keep_authorization: bool,
     pub retry_after_seconds: u32,
     /// `Bearer realm="..."`, precomputed.
@@ -180,6 +188,15 @@ impl TryFrom<RawConfig> for Config {
         if !(1_000..=60_000).contains(&raw.long_poll_ms) {
             return Err(invalid("long_poll_ms must be between 1000 and 60000"));
         }
+        if let Some(max) = raw.max_staleness_ms {
+            // A healthy long-poll answers every `long_poll_ms`; allow it that plus the call's slack.
+            let floor = raw.long_poll_ms + LONG_POLL_SLACK_MS;
+            if max < floor {
+                return Err(invalid(format!(
+                    "max_staleness_ms must be at least long_poll_ms + {LONG_POLL_SLACK_MS} ({floor}): an idle long-poll is not staleness"
+                )));
+            }
+        }
         if !(1..=3_600).contains(&raw.retry_after_seconds) {
             return Err(invalid("retry_after_seconds must be between 1 and 3600"));
         }
@@ -227,6 +244,7 @@ impl TryFrom<RawConfig> for Config {
             keyset_cluster: raw.keyset_cluster,
             keyset_path: raw.keyset_path,
             long_poll_ms: raw.long_poll_ms,
+            max_staleness_ms: raw.max_staleness_ms,
             keep_authorization: raw.keep_authorization,
             retry_after_seconds: raw.retry_after_seconds,
             challenge: format!("Bearer realm=\"{}\"", raw.realm),
@@ -294,6 +312,12 @@ mod tests {
         assert_eq!(config.long_poll_ms, 30_000);
         assert!(!config.keep_authorization);
         assert_eq!(config.challenge, "Bearer realm=\"mcp\"");
+        assert_eq!(config.max_staleness_ms, None, "default: keep serving");
+        let bounded = parse(
+            r#"{"org":"demo","keyset_cluster":"g","long_poll_ms":10000,"max_staleness_ms":15000}"#,
+        )
+        .unwrap();
+        assert_eq!(bounded.max_staleness_ms, Some(15_000));
     }
 
     #[test]
@@ -335,6 +359,10 @@ mod tests {
             (
                 r#"{"org":"demo","keyset_cluster":"g","realm":"a\"b"}"#,
                 "realm",
+            ),
+            (
+                r#"{"org":"demo","keyset_cluster":"g","long_poll_ms":10000,"max_staleness_ms":14999}"#,
+                "at least long_poll_ms + 5000 (15000)",
             ),
         ];
         for (json, expected) in cases {

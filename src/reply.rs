@@ -35,7 +35,7 @@ pub fn deny(
         | DenyReason::Revoked
         | DenyReason::Expired
         | DenyReason::WrongOrg => (401, Some("invalid_token"), "Invalid API key"),
-        DenyReason::KeySetNotLoaded => (
+        DenyReason::KeySetNotLoaded | DenyReason::KeySetStale => (
             503,
             None,
             "Authentication is not ready yet; retry shortly",

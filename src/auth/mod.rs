@@ -21,10 +21,11 @@ pub enum DenyReason {
     Expired,
     WrongOrg,
     KeySetNotLoaded,
+    KeySetStale,
 }
 
 impl DenyReason {
-    pub const ALL: [DenyReason; 8] = [
+    pub const ALL: [DenyReason; 9] = [
         DenyReason::Missing,
         DenyReason::Malformed,
         DenyReason::UnknownKey,
@@ -33,6 +34,7 @@ impl DenyReason {
         DenyReason::Expired,
         DenyReason::WrongOrg,
         DenyReason::KeySetNotLoaded,
+        DenyReason::KeySetStale,
     ];
 
     /// Stable reason code, used in metric names and logs.
@@ -46,6 +48,7 @@ impl DenyReason {
             DenyReason::Expired => "expired",
             DenyReason::WrongOrg => "wrong_org",
             DenyReason::KeySetNotLoaded => "keyset_not_loaded",
+            DenyReason::KeySetStale => "keyset_stale",
         }
     }
 }
@@ -90,6 +93,7 @@ pub fn authenticate(
     let digest_matches: bool = digest.ct_eq(expected).into();
     let record = match lookup {
         Lookup::NotLoaded => return Err(DenyReason::KeySetNotLoaded),
+        Lookup::Stale => return Err(DenyReason::KeySetStale),
         Lookup::Unknown => return Err(DenyReason::UnknownKey),
         Lookup::Revoked => return Err(DenyReason::Revoked),
         Lookup::Active(record) => record,

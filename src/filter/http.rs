@@ -3,6 +3,7 @@
 //! held (headers included: Envoy's `allow_on_headers_stop_iteration`) until the whole body has
 //! been judged by [`crate::mcp`]; the end of the body is its end of stream or the trailers.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use proxy_wasm::hostcalls;
@@ -10,23 +11,29 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, LogLevel, MapType};
 
 use super::host::{log, log_enabled, now_ms, HostStore};
+use super::inflight::{key_set_now, lookup_now, stop};
 use super::metrics::Metrics;
 use crate::auth::{DenyReason, Identity};
 use crate::config::{Config, Mode};
-use crate::keyset::{lookup, Lookup};
+use crate::keyset::state::ServingState;
+use crate::keyset::{lookup_fresh, Freshness, Lookup};
 use crate::mcp::{inspect_request, BodyBuffer, McpHeaders, Outcome, Step, Verdict};
 use crate::reply;
 use crate::request::{body_plan, decide, BodyPlan, RequestHeaders, IDENTITY_HEADERS};
+use crate::streams::{LiveStreams, Stopped};
 
 /// Filter-state names (Envoy prefixes `wasm.`): `%FILTER_STATE(wasm.mcp_guard.key_id:PLAIN)%`.
 const STATE_KEY_ID: &str = "mcp_guard.key_id";
 const STATE_ORG: &str = "mcp_guard.org";
 const STATE_ROLE: &str = "mcp_guard.role";
-const STATE_DENIED: &str = "mcp_guard.denied";
+pub(super) const STATE_DENIED: &str = "mcp_guard.denied";
 
 pub struct GuardHttp {
+    context_id: u32,
     config: Option<Rc<Config>>,
     metrics: Option<Rc<Metrics>>,
+    /// This worker's authenticated streams, re-checked here and by the root context's timer.
+    streams: Rc<RefCell<LiveStreams>>,
     /// Set while an authenticated POST is held for body inspection.
     pending: Option<PendingBody>,
 }
@@ -52,11 +59,35 @@ struct BodyRejection<'a> {
 }
 
 impl GuardHttp {
-    pub fn new(config: Option<Rc<Config>>, metrics: Option<Rc<Metrics>>) -> Self {
+    pub fn new(
+        context_id: u32,
+        config: Option<Rc<Config>>,
+        metrics: Option<Rc<Metrics>>,
+        streams: Rc<RefCell<LiveStreams>>,
+    ) -> Self {
         Self {
+            context_id,
             config,
             metrics,
+            streams,
             pending: None,
+        }
+    }
+
+    /// Re-checks this stream's key against the key set as it is now; `Some` when it must stop.
+    fn recheck(&self) -> Option<Stopped> {
+        let config = self.config.as_deref()?;
+        let now = key_set_now(config);
+        let mut streams = self.streams.try_borrow_mut().ok()?;
+        streams.recheck(self.context_id, &now, |key_id| {
+            lookup_now(config, &now, key_id)
+        })
+    }
+
+    /// Stops tracking this stream (it is answered locally, or it is over).
+    fn forget(&self) {
+        if let Ok(mut streams) = self.streams.try_borrow_mut() {
+            streams.forget(self.context_id);
         }
     }
 
@@ -135,23 +166,16 @@ impl GuardHttp {
             name: &name,
         };
         match inspect_request(body, &headers, &config.inspect) {
-            Verdict::Allow => {
-                // The key may have been revoked while the body was uploading: check again before
-                // anything is forwarded.
-                match lookup(&HostStore, &config.keys, &pending.key_id) {
-                    Ok(Lookup::Active(_)) => Action::Continue,
-                    Ok(Lookup::NotLoaded) | Err(_) => self.deny(
-                        DenyReason::KeySetNotLoaded,
-                        Some(&pending.key_id),
-                        pending.request_id.as_deref(),
-                    ),
-                    Ok(Lookup::Revoked | Lookup::Unknown) => self.deny(
-                        DenyReason::Revoked,
-                        Some(&pending.key_id),
-                        pending.request_id.as_deref(),
-                    ),
-                }
-            }
+            // The key may have been revoked while the body was uploading: check again before
+            // anything is forwarded.
+            Verdict::Allow => match self.recheck() {
+                None => Action::Continue,
+                Some(stopped) => self.deny(
+                    stopped.cut.reason(),
+                    Some(&pending.key_id),
+                    pending.request_id.as_deref(),
+                ),
+            },
             Verdict::Reject(rejection) => self.reject_body(
                 config,
                 BodyRejection {
@@ -226,6 +250,7 @@ impl GuardHttp {
         if audit {
             return Action::Continue;
         }
+        self.forget();
         let _ = hostcalls::set_property(vec![STATE_DENIED], Some(rejection.rule.as_bytes()));
         let headers = vec![("content-type", "application/json")];
         if hostcalls::send_http_response(rejection.status, headers, Some(rejection.body.as_bytes()))
@@ -256,44 +281,60 @@ impl GuardHttp {
         }
     }
 
-    /// The one place that denies: metric, debug line (key-id only, never the secret), local reply.
     fn deny(&self, reason: DenyReason, key_id: Option<&str>, request_id: Option<&str>) -> Action {
-        if let Some(metrics) = &self.metrics {
-            metrics.denied(reason);
-        }
-        if log_enabled(LogLevel::Debug) {
-            log(
-                LogLevel::Debug,
-                &format!(
-                    "mcp-guard: deny reason={} key_id={} request_id={}",
-                    reason.code(),
-                    key_id.unwrap_or("-"),
-                    request_id.unwrap_or("-")
-                ),
-            );
-        }
-        let _ = hostcalls::set_property(vec![STATE_DENIED], Some(reason.code().as_bytes()));
-        if let Some(key_id) = key_id {
-            let _ = hostcalls::set_property(vec![STATE_KEY_ID], Some(key_id.as_bytes()));
-        }
-        let (challenge, retry_after) = match &self.config {
-            Some(config) => (config.challenge.as_str(), config.retry_after_seconds),
-            None => ("Bearer realm=\"mcp\"", 1),
-        };
-        let reply = reply::deny(reason, challenge, retry_after, request_id);
-        let headers: Vec<(&str, &str)> = reply
-            .headers
-            .iter()
-            .map(|(name, value)| (*name, value.as_str()))
-            .collect();
-        if hostcalls::send_http_response(reply.status, headers, Some(reply.body.as_bytes()))
-            .is_err()
-        {
-            // Without a local reply the only safe outcome is to kill the stream.
-            let _ = hostcalls::reset_http_request();
-        }
-        Action::Pause
+        self.forget();
+        deny(
+            self.config.as_deref(),
+            self.metrics.as_deref(),
+            reason,
+            key_id,
+            request_id,
+        )
     }
+}
+
+/// The one place that denies: metric, debug line (key-id only, never the secret), local reply to
+/// the current (or effective) stream.
+pub(super) fn deny(
+    config: Option<&Config>,
+    metrics: Option<&Metrics>,
+    reason: DenyReason,
+    key_id: Option<&str>,
+    request_id: Option<&str>,
+) -> Action {
+    if let Some(metrics) = metrics {
+        metrics.denied(reason);
+    }
+    if log_enabled(LogLevel::Debug) {
+        log(
+            LogLevel::Debug,
+            &format!(
+                "mcp-guard: deny reason={} key_id={} request_id={}",
+                reason.code(),
+                key_id.unwrap_or("-"),
+                request_id.unwrap_or("-")
+            ),
+        );
+    }
+    let _ = hostcalls::set_property(vec![STATE_DENIED], Some(reason.code().as_bytes()));
+    if let Some(key_id) = key_id {
+        let _ = hostcalls::set_property(vec![STATE_KEY_ID], Some(key_id.as_bytes()));
+    }
+    let (challenge, retry_after) = match config {
+        Some(config) => (config.challenge.as_str(), config.retry_after_seconds),
+        None => ("Bearer realm=\"mcp\"", 1),
+    };
+    let reply = reply::deny(reason, challenge, retry_after, request_id);
+    let headers: Vec<(&str, &str)> = reply
+        .headers
+        .iter()
+        .map(|(name, value)| (*name, value.as_str()))
+        .collect();
+    if hostcalls::send_http_response(reply.status, headers, Some(reply.body.as_bytes())).is_err() {
+        // Without a local reply the only safe outcome is to kill the stream.
+        let _ = hostcalls::reset_http_request();
+    }
+    Action::Pause
 }
 
 impl Context for GuardHttp {}
@@ -324,11 +365,36 @@ impl HttpContext for GuardHttp {
         let Some(config) = self.config.clone() else {
             return self.deny(DenyReason::KeySetNotLoaded, None, headers.request_id);
         };
-        let lookup_key =
-            |key_id: &str| lookup(&HostStore, &config.keys, key_id).unwrap_or(Lookup::NotLoaded);
+        let freshness = config.max_staleness_ms.map(|max_staleness_ms| Freshness {
+            now_ms: now_ms(),
+            max_staleness_ms,
+        });
+        // What the stream will remember as "verified at": the state and the key's hash row.
+        let mut verified: Option<(ServingState, [u8; 32], Option<u64>)> = None;
+        let lookup_key = |key_id: &str| {
+            let Ok((found, state)) = lookup_fresh(&HostStore, &config.keys, key_id, freshness)
+            else {
+                return Lookup::NotLoaded;
+            };
+            if let Lookup::Active(record) = &found {
+                verified = Some((state, record.sha256, record.expires_at));
+            }
+            found
+        };
         let decision = decide(&headers, &config, lookup_key, || now_ms() / 1_000);
         match decision.result {
             Ok(identity) => {
+                if let (Some((state, sha256, expires_at)), Ok(mut streams)) =
+                    (verified, self.streams.try_borrow_mut())
+                {
+                    streams.track(
+                        self.context_id,
+                        &identity.key_id,
+                        sha256,
+                        expires_at,
+                        &state,
+                    );
+                }
                 self.allow(&config, &identity);
                 self.plan_body(
                     &config,
@@ -371,5 +437,32 @@ impl HttpContext for GuardHttp {
             Some(config) if self.pending.is_some() => self.judge_body(&config),
             _ => Action::Continue,
         }
+    }
+
+    fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
+        // Revoked while the upstream worked: the client gets the 401, not the answer.
+        if let Some(stopped) = self.recheck() {
+            return stop(&stopped, self.config.as_deref(), self.metrics.as_deref());
+        }
+        if let Ok(mut streams) = self.streams.try_borrow_mut() {
+            streams.response_started(self.context_id);
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, _: usize, _: bool) -> Action {
+        // Each chunk of a long answer (SSE) passes only while the key holds; Pause keeps this
+        // chunk back while the reset takes effect.
+        match self.recheck() {
+            Some(stopped) => stop(&stopped, self.config.as_deref(), self.metrics.as_deref()),
+            None => Action::Continue,
+        }
+    }
+}
+
+impl Drop for GuardHttp {
+    fn drop(&mut self) {
+        // The SDK drops the context when Envoy deletes the stream.
+        self.forget();
     }
 }

@@ -11,6 +11,8 @@ use crate::auth::DenyReason;
 pub struct Metrics {
     allowed: u32,
     denied: [u32; DenyReason::ALL.len()],
+    /// Streams reset mid-response because their key stopped holding.
+    reset: [u32; DenyReason::ALL.len()],
     keyset_version: u32,
     seconds_since_sync: u32,
     sync_ok: u32,
@@ -26,12 +28,15 @@ impl Metrics {
         let counter = |name: &str| hostcalls::define_metric(MetricType::Counter, name);
         let gauge = |name: &str| hostcalls::define_metric(MetricType::Gauge, name);
         let mut denied = [0; DenyReason::ALL.len()];
-        for (slot, reason) in denied.iter_mut().zip(DenyReason::ALL) {
-            *slot = counter(&format!("mcp_guard.requests.denied.{}", reason.code()))?;
+        let mut reset = [0; DenyReason::ALL.len()];
+        for ((denied, reset), reason) in denied.iter_mut().zip(&mut reset).zip(DenyReason::ALL) {
+            *denied = counter(&format!("mcp_guard.requests.denied.{}", reason.code()))?;
+            *reset = counter(&format!("mcp_guard.streams.reset.{}", reason.code()))?;
         }
         Ok(Self {
             allowed: counter("mcp_guard.requests.allowed")?,
             denied,
+            reset,
             keyset_version: gauge("mcp_guard.keyset.version")?,
             seconds_since_sync: gauge("mcp_guard.keyset.seconds_since_sync")?,
             sync_ok: counter("mcp_guard.sync.succeeded")?,
@@ -48,6 +53,11 @@ impl Metrics {
     pub fn denied(&self, reason: DenyReason) {
         if let Some(i) = DenyReason::ALL.iter().position(|r| *r == reason) {
             let _ = hostcalls::increment_metric(self.denied[i], 1);
+        }
+    }
+    pub fn stream_reset(&self, reason: DenyReason) {
+        if let Some(i) = DenyReason::ALL.iter().position(|r| *r == reason) {
+            let _ = hostcalls::increment_metric(self.reset[i], 1);
         }
     }
     pub fn keyset(&self, version: u64, seconds_since_sync: u64) {

@@ -3,6 +3,7 @@
 
 mod host;
 mod http;
+mod inflight;
 mod metrics;
 mod root;
 

@@ -4,6 +4,7 @@
 //! `dispatch_http_call` and writes what it learns into shared data, where every worker reads it.
 //! If that worker stops renewing, another takes the lease after [`LEASE_TTL_MS`].
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -13,15 +14,15 @@ use proxy_wasm::types::{BufferType, ContextType, LogLevel, MapType};
 
 use super::host::{log, now_ms, HostStore};
 use super::http::GuardHttp;
+use super::inflight::{key_set_now, lookup_now, stop};
 use super::metrics::Metrics;
-use crate::config::Config;
+use crate::config::{Config, LONG_POLL_SLACK_MS};
 use crate::keyset::state::{next_owner_id, Lease, ServingState};
 use crate::keyset::sync::{apply_page, next_since, parse_page, Outcome};
+use crate::streams::LiveStreams;
 
 const TICK: Duration = Duration::from_millis(100);
 const LEASE_TTL_MS: u64 = 3_000;
-/// Extra time a long-poll may take beyond the wait it asked for before Envoy gives up on it.
-const CALL_SLACK_MS: u64 = 5_000;
 const RETRY_MIN_MS: u64 = 250;
 const RETRY_MAX_MS: u64 = 10_000;
 
@@ -38,6 +39,8 @@ pub struct GuardRoot {
     /// Process-unique id for the sync lease; 0 until shared data hands one out.
     owner: u64,
     sync: SyncLoop,
+    /// This worker's authenticated streams; the timer re-checks the idle ones.
+    streams: Rc<RefCell<LiveStreams>>,
 }
 
 #[derive(Default)]
@@ -58,6 +61,7 @@ impl GuardRoot {
             metrics: None,
             owner: 0,
             sync: SyncLoop::default(),
+            streams: Rc::default(),
         }
     }
 
@@ -111,7 +115,7 @@ impl GuardRoot {
             (":authority", config.keyset_authority.as_str()),
             ("accept", "application/json"),
         ];
-        let timeout = Duration::from_millis(wait_ms + CALL_SLACK_MS);
+        let timeout = Duration::from_millis(wait_ms + LONG_POLL_SLACK_MS);
         match hostcalls::dispatch_http_call(&config.keyset_cluster, headers, None, vec![], timeout)
         {
             Ok(token) => self.sync.in_flight = Some((token, since)),
@@ -203,6 +207,32 @@ impl GuardRoot {
         }
     }
 
+    /// Idle streams (SSE, slow tool calls) see no callback when their key is revoked: the timer
+    /// re-checks them, at no cost while the key set is unchanged.
+    fn recheck_streams(&self, config: &Config) {
+        let stopped = {
+            let Ok(mut streams) = self.streams.try_borrow_mut() else {
+                return;
+            };
+            if streams.is_empty() {
+                return;
+            }
+            let now = key_set_now(config);
+            streams.sweep(&now, |key_id| lookup_now(config, &now, key_id))
+        };
+        if stopped.is_empty() {
+            return;
+        }
+        for stream in &stopped {
+            // A local reply or reset from the root context itself would do nothing: act as the
+            // stream. A stream Envoy already deleted just refuses the switch.
+            if hostcalls::set_effective_context(stream.context_id).is_ok() {
+                stop(stream, Some(config), self.metrics.as_deref());
+            }
+        }
+        let _ = hostcalls::set_effective_context(self.context_id);
+    }
+
     fn publish_gauges(&self, config: &Config, now: u64) {
         let (Some(metrics), Ok((state, _))) = (
             &self.metrics,
@@ -272,6 +302,7 @@ impl RootContext for GuardRoot {
         };
         let now = now_ms();
         self.publish_gauges(&config, now);
+        self.recheck_streams(&config);
         if self.sync.in_flight.is_some() {
             // Keep the lease while a long-poll is open so no other worker starts a second one.
             self.hold_lease(&config, now);
@@ -282,11 +313,13 @@ impl RootContext for GuardRoot {
         }
     }
 
-    fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         // Never `None`: the SDK panics on it. Without a configuration every request fails closed.
         Some(Box::new(GuardHttp::new(
+            context_id,
             self.config.clone(),
             self.metrics.clone(),
+            self.streams.clone(),
         )))
     }
 

@@ -16,6 +16,15 @@ impl ServingState {
     pub fn is_loaded(&self) -> bool {
         self.generation != 0
     }
+    /// True when the last sync answer is older than `max_staleness_ms` (a loaded set only).
+    pub fn is_stale(&self, now_ms: u64, max_staleness_ms: u64) -> bool {
+        self.is_loaded() && now_ms.saturating_sub(self.synced_at_ms) > max_staleness_ms
+    }
+    /// Which key-set contents this state stands for: equal marks mean nothing changed between two
+    /// reads, so a key verified at one is still verified at the other.
+    pub fn mark(&self) -> (u32, u64) {
+        (self.generation, self.version)
+    }
     pub fn encode(&self) -> String {
         format!("{} {} {}", self.generation, self.version, self.synced_at_ms)
     }

@@ -40,6 +40,9 @@ use tokio_util::sync::CancellationToken;
 
 /// Path the MCP endpoint is served on (the proxy forwards `/api/mcp` unchanged).
 pub const MCP_PATH: &str = "/api/mcp";
+/// The same tools without sessions, each answer one `application/json` body sent when the call
+/// completes (so a slow call sends no response headers until it is done).
+pub const MCP_JSON_PATH: &str = "/api/mcp-json";
 /// Path of the debug endpoint reporting the last request seen on [`MCP_PATH`].
 pub const DEBUG_LAST_REQUEST_PATH: &str = "/debug/last-request";
 
@@ -74,6 +77,15 @@ pub struct AddArgs {
     /// Second addend.
     pub b: i64,
 }
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct SleepArgs {
+    /// How long to wait before answering, in milliseconds (at most 60000).
+    pub ms: u64,
+}
+
+/// Longest `sleep` the demo server agrees to.
+const MAX_SLEEP_MS: u64 = 60_000;
 
 /// Result of the `whoami` tool: the identity headers that reached this upstream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -137,6 +149,16 @@ impl DemoServer {
     }
 
     #[tool(
+        description = "Wait the given milliseconds, then answer: a long-running call, for trying \
+                       what a proxy does with a stream that stays open"
+    )]
+    async fn sleep(&self, Parameters(SleepArgs { ms }): Parameters<SleepArgs>) -> String {
+        let ms = ms.min(MAX_SLEEP_MS);
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        format!("slept {ms} ms")
+    }
+
+    #[tool(
         description = "Report the identity headers (x-amt-key-id, x-amt-org, x-amt-role) that \
                        reached this upstream, and whether an authorization header was present"
     )]
@@ -159,7 +181,7 @@ impl ServerHandler for DemoServer {
                 env!("CARGO_PKG_NAME"),
                 env!("CARGO_PKG_VERSION"),
             ))
-            .with_instructions("Demo MCP server: tools echo, add, whoami.")
+            .with_instructions("Demo MCP server: tools echo, add, whoami, sleep.")
     }
 }
 
@@ -248,12 +270,17 @@ pub fn app(options: &Options, ct: CancellationToken) -> Router {
     if let Some(hosts) = &options.allowed_hosts {
         config = config.with_allowed_hosts(hosts.iter().cloned());
     }
+    let mut json_config = config.clone().with_json_response(true);
+    json_config.legacy_session_mode = false;
     let mcp: StreamableHttpService<DemoServer, LocalSessionManager> =
         StreamableHttpService::new(|| Ok(DemoServer::new()), Default::default(), config);
+    let mcp_json: StreamableHttpService<DemoServer, LocalSessionManager> =
+        StreamableHttpService::new(|| Ok(DemoServer::new()), Default::default(), json_config);
 
     let last: SharedLastRequest = Arc::default();
     Router::new()
         .route_service(MCP_PATH, mcp)
+        .route_service(MCP_JSON_PATH, mcp_json)
         // route_layer: only requests that matched /api/mcp are recorded.
         .route_layer(middleware::from_fn_with_state(last.clone(), record_request))
         .route(DEBUG_LAST_REQUEST_PATH, get(last_request))

@@ -121,7 +121,15 @@ async fn rmcp_client_initialize_list_and_call_tools() -> TestResult {
         .map(|t| t.name.to_string())
         .collect();
     names.sort();
-    assert_eq!(names, ["add", "echo", "whoami"]);
+    assert_eq!(names, ["add", "echo", "sleep", "whoami"]);
+
+    let slept = client
+        .call_tool(
+            CallToolRequestParams::new("sleep")
+                .with_arguments(args(serde_json::json!({"ms": 20}))?),
+        )
+        .await?;
+    assert_eq!(first_text(&slept), Some("slept 20 ms"));
 
     let echo = client
         .call_tool(

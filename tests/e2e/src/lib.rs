@@ -412,6 +412,8 @@ pub struct Guardctl {
     pub data_dir: PathBuf,
     process: Option<Process>,
     dir: PathBuf,
+    /// Runs as the leader of its own process group, so [`Guardctl::crash`] can SIGKILL it whole.
+    own_group: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -428,9 +430,48 @@ impl Guardctl {
             data_dir: dir.join("guardctl-data"),
             process: None,
             dir: dir.to_path_buf(),
+            own_group: false,
         };
         guardctl.restart();
         guardctl
+    }
+
+    /// Like [`Guardctl::start`], but the server leads its own process group (also after every
+    /// restart), for tests that crash it with [`Guardctl::crash`].
+    pub fn start_in_own_group(dir: &Path) -> Guardctl {
+        let mut guardctl = Guardctl {
+            port: 0,
+            starts: 0,
+            data_dir: dir.join("guardctl-data"),
+            process: None,
+            dir: dir.to_path_buf(),
+            own_group: true,
+        };
+        guardctl.restart();
+        guardctl
+    }
+
+    /// A crash: SIGKILL to the server's process group (no graceful shutdown, no chance to
+    /// flush anything), then waits until it is gone. Only for [`Guardctl::start_in_own_group`].
+    pub fn crash(&mut self) {
+        assert!(self.own_group, "crash() needs Guardctl::start_in_own_group");
+        if let Some(mut process) = self.process.take() {
+            process.signal_group(libc::SIGKILL);
+            process.kill();
+        }
+    }
+
+    /// The server's process id while it runs (for /proc readings in benchmarks).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Process::pid)
+    }
+
+    /// The admin token `serve` wrote next to its database.
+    pub fn admin_token(&self) -> String {
+        fs::read_to_string(self.data_dir.join("admin-token"))
+            .unwrap()
+            .trim()
+            .to_string()
     }
 
     /// (Re)starts on the same port and database; the first start picks a free port.
@@ -438,7 +479,12 @@ impl Guardctl {
         self.stop();
         let db = self.data_dir.join("guard.db");
         self.starts += 1;
-        let mut process = Process::spawn(
+        let spawn = if self.own_group {
+            Process::spawn_group
+        } else {
+            Process::spawn
+        };
+        let mut process = spawn(
             &format!("guardctl-{}", self.starts),
             &self.dir,
             Command::new(native_bin("guardctl")).args([
@@ -811,8 +857,25 @@ impl Stack {
     }
 
     pub fn start_with(test: &str, customize: impl FnOnce(&mut EnvoyOptions)) -> Stack {
+        Self::start_inner(test, false, customize)
+    }
+
+    /// A stack whose guardctl can be [`Guardctl::crash`]ed.
+    pub fn start_in_own_group_with(test: &str, customize: impl FnOnce(&mut EnvoyOptions)) -> Stack {
+        Self::start_inner(test, true, customize)
+    }
+
+    fn start_inner(
+        test: &str,
+        guardctl_in_own_group: bool,
+        customize: impl FnOnce(&mut EnvoyOptions),
+    ) -> Stack {
         let dir = scratch_dir(test);
-        let guardctl = Guardctl::start(&dir);
+        let guardctl = if guardctl_in_own_group {
+            Guardctl::start_in_own_group(&dir)
+        } else {
+            Guardctl::start(&dir)
+        };
         let upstream = Upstream::start(&dir);
         let mut options = EnvoyOptions::new(upstream.port, guardctl.port);
         customize(&mut options);
@@ -841,6 +904,18 @@ impl Stack {
                     == 401
             },
         );
+    }
+
+    /// Waits until the proxy accepts `token` (a new key has arrived), probing the same
+    /// Envoy-answered path as [`Stack::wait_until_refused`] (404 once the key is valid).
+    pub fn wait_until_allowed(&self, token: &str) {
+        wait_until("the key to reach the proxy", Duration::from_secs(5), || {
+            Request::get("/not-mcp")
+                .bearer(token)
+                .send(self.envoy.port)
+                .status
+                == 404
+        });
     }
 
     pub fn mcp(&self, token: Option<&str>) -> Response {

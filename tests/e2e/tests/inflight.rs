@@ -1,0 +1,316 @@
+//! Revocation reaches requests already in flight: idle SSE streams, long tool calls whose answer
+//! has started, and calls whose answer has not. Real Envoy, real guardctl, the rmcp demo server.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use mcp_guard_e2e::{wait_until, IssuedKey, Request, Stack, INITIALIZE};
+
+/// The issue's bound for cutting a revoked key's open stream.
+const CUT_WITHIN: Duration = Duration::from_secs(1);
+
+/// A request whose answer is read as it comes, to see when the proxy cuts it.
+struct OpenStream {
+    stream: TcpStream,
+    head: String,
+    body: Vec<u8>,
+}
+
+impl OpenStream {
+    /// Sends `request` (a whole HTTP/1.1 request) and reads up to the end of the response head.
+    fn open(port: u16, request: &str) -> OpenStream {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut received = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let split = loop {
+            if let Some(at) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            let n = stream.read(&mut chunk).unwrap();
+            assert!(n > 0, "closed before the response head");
+            received.extend_from_slice(&chunk[..n]);
+        };
+        OpenStream {
+            head: String::from_utf8_lossy(&received[..split]).into_owned(),
+            body: received[split..].to_vec(),
+            stream,
+        }
+    }
+
+    /// True while the connection stays open and silent for `quiet` (reading what does arrive).
+    fn stays_open_for(&mut self, quiet: Duration) -> bool {
+        self.closed_within(quiet).is_none()
+    }
+
+    /// How long until the proxy closes (or resets) the connection, if it does within `limit`.
+    fn closed_within(&mut self, limit: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        let mut chunk = [0u8; 4096];
+        self.stream
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        while start.elapsed() < limit {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Some(start.elapsed()),
+                Ok(n) => self.body.extend_from_slice(&chunk[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(_) => return Some(start.elapsed()),
+            }
+        }
+        None
+    }
+
+    fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+fn raw_request(method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> String {
+    let mut text = format!("{method} {path} HTTP/1.1\r\nhost: localhost\r\n");
+    for (name, value) in headers {
+        text.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !body.is_empty() {
+        text.push_str(&format!("content-length: {}\r\n", body.len()));
+    }
+    text.push_str("\r\n");
+    text.push_str(body);
+    text
+}
+
+/// A new key, once the proxy accepts it.
+fn live_key(stack: &Stack) -> IssuedKey {
+    let key = stack.guardctl.create_key("demo", "member", None);
+    stack.wait_until_allowed(&key.token);
+    key
+}
+
+/// An MCP session through the proxy: initialize, then the initialized notification.
+fn mcp_session(stack: &Stack, key: &IssuedKey) -> String {
+    let init = Request::post_json("/api/mcp", INITIALIZE)
+        .bearer(&key.token)
+        .send(stack.envoy.port);
+    assert_eq!(init.status, 200, "{}", init.body);
+    let session = init
+        .header("mcp-session-id")
+        .expect("a session id")
+        .to_string();
+    let initialized = Request::post_json(
+        "/api/mcp",
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+    )
+    .bearer(&key.token)
+    .header("mcp-session-id", &session)
+    .header("mcp-protocol-version", "2025-06-18")
+    .send(stack.envoy.port);
+    assert_eq!(initialized.status, 202, "{}", initialized.body);
+    session
+}
+
+/// The session's standalone SSE stream (GET), open and idle.
+fn open_sse(stack: &Stack, key: &IssuedKey, session: &str) -> OpenStream {
+    let authorization = format!("Bearer {}", key.token);
+    let mut sse = OpenStream::open(
+        stack.envoy.port,
+        &raw_request(
+            "GET",
+            "/api/mcp",
+            &[
+                ("authorization", &authorization),
+                ("accept", "text/event-stream"),
+                ("mcp-session-id", session),
+                ("mcp-protocol-version", "2025-06-18"),
+            ],
+            "",
+        ),
+    );
+    assert!(sse.head.starts_with("HTTP/1.1 200"), "{}", sse.head);
+    assert!(sse.head.contains("text/event-stream"), "{}", sse.head);
+    assert!(
+        sse.stays_open_for(Duration::from_millis(300)),
+        "the SSE stream closed by itself: {}",
+        sse.body_text()
+    );
+    sse
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((sorted.len() as f64) * p).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+#[test]
+fn idle_sse_streams_are_cut_within_a_second_of_revocation_and_new_requests_get_401() {
+    let stack = Stack::start("inflight-sse");
+    let mut cut_after = Vec::new();
+    let mut refused_after = Vec::new();
+    for _ in 0..5 {
+        let key = live_key(&stack);
+        let session = mcp_session(&stack, &key);
+        let mut sse = open_sse(&stack, &key, &session);
+        let mut bystander = {
+            // Another key's stream on the same worker must stay up.
+            let other = live_key(&stack);
+            let session = mcp_session(&stack, &other);
+            open_sse(&stack, &other, &session)
+        };
+
+        stack.guardctl.revoke(&key.key_id);
+        let acknowledged = Instant::now();
+        // New requests are probed alongside, so both latencies start at the acknowledgement.
+        let port = stack.envoy.port;
+        let token = key.token.clone();
+        let refused = std::thread::spawn(move || {
+            wait_until("a new request to get 401", Duration::from_secs(5), || {
+                Request::get("/not-mcp").bearer(&token).send(port).status == 401
+            });
+            acknowledged.elapsed()
+        });
+        sse.closed_within(Duration::from_secs(5))
+            .expect("the revoked key's SSE stream stayed open");
+        cut_after.push(acknowledged.elapsed());
+        refused_after.push(refused.join().unwrap());
+        assert!(
+            bystander.stays_open_for(Duration::from_millis(200)),
+            "another key's stream was cut"
+        );
+    }
+    cut_after.sort();
+    refused_after.sort();
+    println!(
+        "revocation to effect over {} revocations (from the CLI's acknowledgement): \
+         idle SSE stream cut p50 {:?} max {:?}; new request 401 p50 {:?} max {:?}",
+        cut_after.len(),
+        percentile(&cut_after, 0.5),
+        percentile(&cut_after, 1.0),
+        percentile(&refused_after, 0.5),
+        percentile(&refused_after, 1.0),
+    );
+    assert!(
+        percentile(&cut_after, 1.0) < CUT_WITHIN,
+        "SSE cut latencies {cut_after:?}"
+    );
+    assert!(
+        percentile(&refused_after, 1.0) < CUT_WITHIN,
+        "401 latencies {refused_after:?}"
+    );
+    assert!(stack.envoy.stat("mcp_guard.streams.reset.revoked") >= 5);
+}
+
+#[test]
+fn a_long_tool_call_whose_answer_has_started_is_reset() {
+    let stack = Stack::start("inflight-tool-call");
+    let key = live_key(&stack);
+    let session = mcp_session(&stack, &key);
+    let authorization = format!("Bearer {}", key.token);
+    let mut call = OpenStream::open(
+        stack.envoy.port,
+        &raw_request(
+            "POST",
+            "/api/mcp",
+            &[
+                ("authorization", &authorization),
+                ("content-type", "application/json"),
+                ("accept", "application/json, text/event-stream"),
+                ("mcp-session-id", &session),
+                ("mcp-protocol-version", "2025-06-18"),
+            ],
+            r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":10000}}}"#,
+        ),
+    );
+    assert!(call.head.starts_with("HTTP/1.1 200"), "{}", call.head);
+    assert!(call.head.contains("text/event-stream"), "{}", call.head);
+    assert!(call.stays_open_for(Duration::from_millis(300)));
+
+    stack.guardctl.revoke(&key.key_id);
+    let acknowledged = Instant::now();
+    call.closed_within(Duration::from_secs(5))
+        .expect("the call stayed open after its key was revoked");
+    let elapsed = acknowledged.elapsed();
+    assert!(elapsed < CUT_WITHIN, "cut after {elapsed:?}");
+    assert!(
+        !call.body_text().contains("slept"),
+        "the answer got through: {}",
+        call.body_text()
+    );
+    assert!(stack.envoy.stat("mcp_guard.streams.reset.revoked") >= 1);
+}
+
+#[test]
+fn a_tool_call_whose_answer_has_not_started_gets_401_instead() {
+    let stack = Stack::start("inflight-no-answer-yet");
+    let key = live_key(&stack);
+    let before = stack.upstream.request_count();
+    let started = Instant::now();
+    let port = stack.envoy.port;
+    let token = key.token.clone();
+    // The JSON endpoint sends no response headers until the 4 s call completes.
+    let call = std::thread::spawn(move || {
+        Request::post_json(
+            "/api/mcp-json",
+            r#"{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":4000}}}"#,
+        )
+        .bearer(&token)
+        .header("mcp-protocol-version", "2025-06-18")
+        .send(port)
+    });
+    wait_until(
+        "the call to reach the upstream",
+        Duration::from_secs(5),
+        || stack.upstream.request_count() > before,
+    );
+
+    stack.guardctl.revoke(&key.key_id);
+    let response = call.join().unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(response.status, 401, "{}", response.body);
+    assert!(response
+        .header("www-authenticate")
+        .is_some_and(|h| h.contains("invalid_token")));
+    assert!(!response.body.contains("slept"));
+    assert!(
+        elapsed < Duration::from_millis(3_500),
+        "the 401 came only after {elapsed:?}: the upstream's answer was awaited"
+    );
+    assert!(stack.envoy.stat("mcp_guard.requests.denied.revoked") >= 1);
+}
+
+#[test]
+fn past_max_staleness_requests_and_streams_fail_closed_until_sync_resumes() {
+    let stack = Stack::start_in_own_group_with("inflight-staleness", |options| {
+        options.plugin_config = Some(
+            r#"{"org":"demo","keyset_cluster":"guardctl","mode":"enforce","inspect_path_prefixes":["/api/mcp"],"long_poll_ms":1000,"max_staleness_ms":6000}"#
+                .into(),
+        );
+    });
+    let key = live_key(&stack);
+    let session = mcp_session(&stack, &key);
+    let mut sse = open_sse(&stack, &key, &session);
+
+    let mut stack = stack;
+    stack.guardctl.crash();
+    let crashed = Instant::now();
+    sse.closed_within(Duration::from_secs(15))
+        .expect("the stream outlived max_staleness");
+    let response = Request::get("/not-mcp")
+        .bearer(&key.token)
+        .send(stack.envoy.port);
+    assert_eq!(response.status, 503, "{}", response.body);
+    assert!(response.header("retry-after").is_some());
+    let stale_after = crashed.elapsed();
+    assert!(
+        stale_after >= Duration::from_secs(5),
+        "failed closed after only {stale_after:?}"
+    );
+    assert!(stack.envoy.stat("mcp_guard.requests.denied.keyset_stale") >= 1);
+    assert!(stack.envoy.stat("mcp_guard.streams.reset.keyset_stale") >= 1);
+    assert!(stack.envoy.stat("mcp_guard.keyset.seconds_since_sync") >= 6);
+
+    stack.guardctl.restart();
+    stack.wait_until_allowed(&key.token);
+}
