@@ -354,12 +354,17 @@ impl HttpContext for GuardHttp {
             }
         }
 
+        // `x-mcp-guard-test-trap: sync-leader` asks whichever VM runs the key-set sync to trap
+        // at its next tick (to prove another takes over); any other value traps this one now.
         #[cfg(feature = "trap-on-demand")]
-        if pairs
+        if let Some((_, value)) = pairs
             .iter()
-            .any(|(name, _)| name == "x-mcp-guard-test-trap")
+            .find(|(name, _)| name == "x-mcp-guard-test-trap")
         {
-            core::arch::wasm32::unreachable();
+            if value != "sync-leader" {
+                core::arch::wasm32::unreachable();
+            }
+            let _ = hostcalls::set_shared_data(super::TRAP_SYNC_LEADER, Some(b"1"), None);
         }
 
         let Some(config) = self.config.clone() else {

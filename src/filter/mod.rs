@@ -8,6 +8,10 @@ mod metrics;
 mod root;
 
 use proxy_wasm::hostcalls;
+
+/// Test-only shared-data flag: the VM running the key-set sync traps at its next tick.
+#[cfg(feature = "trap-on-demand")]
+const TRAP_SYNC_LEADER: &str = "mcp_guard.test.trap_sync_leader";
 use proxy_wasm::types::LogLevel;
 
 proxy_wasm::main! {{

@@ -1,8 +1,9 @@
 //! Root context: configuration, metrics, and the key-set sync loop.
 //!
-//! Every worker ticks; the one holding the lease in shared data long-polls guardctl through
-//! `dispatch_http_call` and writes what it learns into shared data, where every worker reads it.
-//! If that worker stops renewing, another takes the lease after [`LEASE_TTL_MS`].
+//! Every thread's VM ticks (the workers' and the main thread's); the one holding the lease in
+//! shared data long-polls guardctl through `dispatch_http_call` and writes what it learns into
+//! shared data, where every worker reads it. If it stops renewing (its VM died), another takes the
+//! lease after [`LEASE_TTL_MS`].
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -41,6 +42,8 @@ pub struct GuardRoot {
     sync: SyncLoop,
     /// This worker's authenticated streams; the timer re-checks the idle ones.
     streams: Rc<RefCell<LiveStreams>>,
+    /// Whether this VM held the sync lease at its last attempt.
+    leading: bool,
 }
 
 #[derive(Default)]
@@ -62,6 +65,7 @@ impl GuardRoot {
             owner: 0,
             sync: SyncLoop::default(),
             streams: Rc::default(),
+            leading: false,
         }
     }
 
@@ -88,14 +92,26 @@ impl GuardRoot {
                 Err(_) => return false,
             }
         }
-        Lease::acquire(
+        let held = Lease::acquire(
             &HostStore,
             config.keys.lease(),
             self.owner,
             now,
             LEASE_TTL_MS,
         )
-        .unwrap_or(false)
+        .unwrap_or(false);
+        if held && !self.leading {
+            // Once per takeover: which worker syncs is the first question when sync looks stuck.
+            log(
+                LogLevel::Info,
+                &format!(
+                    "mcp-guard: this thread now runs the key-set sync (lease owner {})",
+                    self.owner
+                ),
+            );
+        }
+        self.leading = held;
+        held
     }
 
     fn poll(&mut self, config: &Config) {
@@ -300,6 +316,12 @@ impl RootContext for GuardRoot {
         let Some(config) = self.config.clone() else {
             return;
         };
+        #[cfg(feature = "trap-on-demand")]
+        if self.leading
+            && hostcalls::get_shared_data(super::TRAP_SYNC_LEADER).is_ok_and(|(v, _)| v.is_some())
+        {
+            core::arch::wasm32::unreachable();
+        }
         let now = now_ms();
         self.publish_gauges(&config, now);
         self.recheck_streams(&config);

@@ -926,3 +926,62 @@ impl Stack {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Several proxies on one guardctl: revocation propagation, for the tests and `make bench`.
+
+/// Probes whether `port` refuses `token` (401) on the Envoy-answered path, as fast as it answers.
+fn refused_by(port: u16, token: &str) -> bool {
+    Request::get("/not-mcp").bearer(token).send(port).status == 401
+}
+
+/// Revokes `keys` one after another through the admin API and, for each, measures how long
+/// every proxy takes to refuse it (one probing thread per proxy, from the moment the revoke
+/// request is sent). Returns one latency per key and proxy; panics if a proxy never refuses.
+pub fn measure_revocations(
+    guardctl: &Guardctl,
+    proxy_ports: &[u16],
+    keys: &[IssuedKey],
+) -> Vec<Duration> {
+    let admin = format!("Bearer {}", guardctl.admin_token());
+    let mut latencies = Vec::with_capacity(keys.len() * proxy_ports.len());
+    for key in keys {
+        let start = Instant::now();
+        let probes: Vec<_> = proxy_ports
+            .iter()
+            .map(|&port| {
+                let token = key.token.clone();
+                std::thread::spawn(move || {
+                    while start.elapsed() < Duration::from_secs(10) {
+                        if refused_by(port, &token) {
+                            return Some(start.elapsed());
+                        }
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    None
+                })
+            })
+            .collect();
+        let mut revoke =
+            Request::get(&format!("/v1/keys/{}", key.key_id)).header("authorization", &admin);
+        revoke.method = "DELETE".into();
+        let answer = revoke.send(guardctl.port);
+        assert!(answer.status < 300, "revoke failed: {answer:?}");
+        for (probe, port) in probes.into_iter().zip(proxy_ports) {
+            let latency = probe.join().unwrap();
+            latencies.push(latency.unwrap_or_else(|| {
+                panic!(
+                    "the proxy on port {port} still accepts revoked key {}",
+                    key.key_id
+                )
+            }));
+        }
+    }
+    latencies
+}
+
+/// The `p`-quantile (0..=1) of `sorted` by the nearest-rank method.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((sorted.len() as f64) * p).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}

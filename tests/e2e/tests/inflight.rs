@@ -5,7 +5,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use mcp_guard_e2e::{wait_until, IssuedKey, Request, Stack, INITIALIZE};
+use mcp_guard_e2e::{percentile, wait_until, IssuedKey, Request, Stack, INITIALIZE};
 
 /// The bound for cutting a revoked key's open stream.
 const CUT_WITHIN: Duration = Duration::from_secs(1);
@@ -137,11 +137,6 @@ fn open_sse(stack: &Stack, key: &IssuedKey, session: &str) -> OpenStream {
         sse.body_text()
     );
     sse
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((sorted.len() as f64) * p).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 #[test]
