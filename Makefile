@@ -8,12 +8,14 @@ ENVOY         := $(VENV)/bin/envoy
 WASM          := target/wasm32-wasip1/release/mcp_guard.wasm
 WASM_TRAP     := target/wasm-trap/wasm32-wasip1/release/mcp_guard.wasm
 NATIVE        := target/native-release
-ENVOY_CONFIGS := $(wildcard envoy/*.yaml)
+# Every Envoy config in envoy/ (docker-compose.yaml there is compose's, not Envoy's).
+ENVOY_CONFIGS := $(filter-out envoy/docker-compose.yaml,$(wildcard envoy/*.yaml))
 # `make run MCP_UPSTREAM=127.0.0.1:3000` proxies to an existing MCP server instead of the demo one.
 MCP_UPSTREAM  ?=
 
 .PHONY: help setup rust-targets envoy wasm wasm-trap bench-wasm native build unit unit-native unit-wasm \
-        lint validate e2e e2e-deps test fuzz run bench bench-quick bench-deps clean
+        lint validate e2e e2e-deps test fuzz run bench bench-quick bench-deps clean \
+        oci oci-deps test-oci istio-manifests
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -84,11 +86,28 @@ bench-deps: ## Install the load generator (wrk, from Debian) if missing
 bench-wasm: rust-targets ## Build the benchmarks' no-op wasm filter (the floor) and host-call probe
 	cargo build --release --target wasm32-wasip1 -p noop-filter -p hostcall-probe
 
-bench: build bench-wasm envoy bench-deps ## Measure (about 10 min); writes BENCHMARKS.md and bench/results.json
+bench: build bench-wasm envoy bench-deps ## Measure (about 12 min, 1M-key scale runs included); writes BENCHMARKS.md and bench/results.json
 	taskset -c 1 cargo run --profile native-release -p mcp-guard-bench
 
 bench-quick: build bench-wasm envoy bench-deps ## A 2-minute smoke run of the benchmark (figures not for README)
 	taskset -c 1 cargo run --profile native-release -p mcp-guard-bench -- --quick
+
+oci: wasm ## OCI image layout of the module in target/oci (Wasm image for Istio); prints the digest to pin
+	python3 tools/oci.py --wasm $(WASM) --out target/oci
+
+oci-deps: ## Install skopeo and docker-registry (from Debian) if missing
+	@command -v skopeo >/dev/null && command -v docker-registry >/dev/null || \
+	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q skopeo docker-registry)
+
+test-oci: oci oci-deps ## Push target/oci to a loopback registry with skopeo, pull it back, compare digest and module
+	tools/test-oci.sh
+
+# `make istio-manifests REGISTRY=registry.example.com/platform`: deploy/istio with the registry and
+# the digest of target/oci filled in, written to target/istio (apply with kubectl apply -k).
+istio-manifests: oci ## Render deploy/istio for REGISTRY with the module digest pinned, into target/istio
+	@test -n "$(REGISTRY)" || { echo "usage: make istio-manifests REGISTRY=registry.example.com/platform" >&2; exit 1; }
+	tools/render-istio.sh "$(REGISTRY)" \
+	  "$$(python3 -c 'import json; print(json.load(open("target/oci/index.json"))["manifests"][0]["digest"])')"
 
 clean: ## Remove build outputs and local data (keeps the virtualenv)
 	cargo clean
