@@ -9,13 +9,26 @@ use mcp_guard::auth::authenticate;
 use mcp_guard::auth::token::parse_authorization;
 use mcp_guard::keyset::record::{Entry, KeyRecord, VersionedEntry};
 use mcp_guard::keyset::Lookup;
+use mcp_guard::mcp::json::{parse_with, ParseBuffers, ParseOptions};
 use mcp_guard::mcp::{inspect_body, InspectConfig, NamePolicy};
 use sha2::{Digest, Sha256};
 
 const TOKEN: &str = "amt_k3x9a0b1c2d3_Zk3x9a0b1c2d3e4f5g6h7i8j9k0l1m2n3o4p5q6r7s8";
 
-/// Median nanoseconds per call of `op` over several timed batches of calibrated size.
+/// Median nanoseconds per call of `op` over several timed batches of calibrated size. With
+/// `MICRO_BENCH_ITERATIONS=n` in the environment, one batch of exactly `n` calls instead (for
+/// counting instructions with `perf stat`).
 fn ns_per_op(mut op: impl FnMut()) -> f64 {
+    if let Some(n) = std::env::var("MICRO_BENCH_ITERATIONS")
+        .ok()
+        .and_then(|n| n.parse::<u64>().ok())
+    {
+        let start = Instant::now();
+        for _ in 0..n {
+            op();
+        }
+        return start.elapsed().as_nanos() as f64 / n.max(1) as f64;
+    }
     let mut iterations = 1u64;
     loop {
         let start = Instant::now();
@@ -40,7 +53,18 @@ fn ns_per_op(mut op: impl FnMut()) -> f64 {
     samples[samples.len() / 2]
 }
 
-fn report(name: &str, ns: f64, bytes: Option<usize>) {
+/// Benchmarks to run: those whose name contains the first command-line argument (all without).
+fn selected(name: &str) -> bool {
+    std::env::args()
+        .nth(1)
+        .is_none_or(|filter| name.contains(filter.as_str()))
+}
+
+fn report(name: &str, ns: impl FnOnce() -> f64, bytes: Option<usize>) {
+    if !selected(name) {
+        return;
+    }
+    let ns = ns();
     let throughput = bytes.map_or(String::new(), |b| {
         format!(",\"mb_per_s\":{:.1}", b as f64 / ns * 1e9 / 1e6)
     });
@@ -58,18 +82,22 @@ fn main() {
 
     report(
         "token_parse",
-        ns_per_op(|| {
-            black_box(parse_authorization(&[black_box(header.as_str())]).is_ok());
-        }),
+        || {
+            ns_per_op(|| {
+                black_box(parse_authorization(&[black_box(header.as_str())]).is_ok());
+            })
+        },
         None,
     );
     report(
         "token_parse_hash_compare",
-        ns_per_op(|| {
-            let token = parse_authorization(&[black_box(header.as_str())]).unwrap();
-            let lookup = Lookup::Active(record.clone());
-            black_box(authenticate(token, lookup, Some("demo"), || 0).is_ok());
-        }),
+        || {
+            ns_per_op(|| {
+                let token = parse_authorization(&[black_box(header.as_str())]).unwrap();
+                let lookup = Lookup::Active(record.clone());
+                black_box(authenticate(token, lookup, Some("demo"), || 0).is_ok());
+            })
+        },
         None,
     );
     let stored = VersionedEntry {
@@ -84,36 +112,62 @@ fn main() {
         ("inspect_tools_call_64k_dense", tools_call_dense(64 << 10)),
         ("inspect_tools_call_1m_dense", tools_call_dense(1 << 20)),
     ] {
+        if !selected(name) {
+            continue;
+        }
         let verdict = inspect_body(body.as_bytes(), &config);
         assert!(verdict.is_allow(), "{name} must be clean: {verdict:?}");
         report(
             name,
-            ns_per_op(|| {
-                black_box(inspect_body(black_box(body.as_bytes()), &config).is_allow());
-            }),
+            || {
+                ns_per_op(|| {
+                    black_box(inspect_body(black_box(body.as_bytes()), &config).is_allow());
+                })
+            },
             Some(body.len()),
         );
     }
+    // The strict parser alone (reusing its buffers, as the inspector does).
+    let dense = tools_call_dense(64 << 10);
+    let mut buffers = ParseBuffers::default();
+    let options = ParseOptions::default();
+    report(
+        "json_parse_64k_dense",
+        || {
+            ns_per_op(|| {
+                let doc = parse_with(black_box(dense.as_bytes()), &options, &mut buffers).unwrap();
+                black_box(doc.node_count());
+                buffers.recycle(doc);
+            })
+        },
+        Some(dense.len()),
+    );
     let policy = NamePolicy::default();
     report(
         "name_check_benign_camel_case",
-        ns_per_op(|| {
-            black_box(policy.check(black_box("nextPageToken")).is_none());
-        }),
+        || {
+            ns_per_op(|| {
+                black_box(policy.check(black_box("nextPageToken")).is_none());
+            })
+        },
         None,
     );
     report(
         "name_check_secret",
-        ns_per_op(|| {
-            black_box(policy.check(black_box("client_secret")).is_some());
-        }),
+        || {
+            ns_per_op(|| {
+                black_box(policy.check(black_box("client_secret")).is_some());
+            })
+        },
         None,
     );
     report(
         "key_record_decode",
-        ns_per_op(|| {
-            black_box(VersionedEntry::decode(black_box(&stored)).is_some());
-        }),
+        || {
+            ns_per_op(|| {
+                black_box(VersionedEntry::decode(black_box(&stored)).is_some());
+            })
+        },
         None,
     );
 }

@@ -50,9 +50,9 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
-use super::json::{self, Document, JsonStr, Kind, ParseOptions, Value};
+use super::json::{self, same_bytes, Document, JsonStr, Kind, ParseOptions, Value};
 use super::names::{NamePolicy, NameScratch};
-use super::text::{contains_amt_token, fold_str_into, json_escape_into};
+use super::text::{contains_amt_token, fold_str_into, json_escape_into, MIN_TOKEN_LEN};
 
 pub const HTTP_BAD_REQUEST: u16 = 400;
 /// JSON-RPC: invalid JSON.
@@ -81,7 +81,8 @@ const MAX_SEGMENT_CHARS: usize = 64;
 const MAX_TOOL_CHARS: usize = 64;
 const MAX_HEADER_VALUE: usize = 8 * 1024;
 
-const MESSAGE_MEMBERS: &[&str] = &["jsonrpc", "id", "method", "params", "result", "error"];
+const MESSAGE_MEMBERS_ARRAY: [&str; 6] = ["jsonrpc", "id", "method", "params", "result", "error"];
+const MESSAGE_MEMBERS: &[&str] = &MESSAGE_MEMBERS_ARRAY;
 const TOOL_CALL_MEMBERS: &[&str] = &["name", "arguments", "_meta"];
 
 /// Inspector settings, built once per plugin configuration.
@@ -205,49 +206,29 @@ pub fn inspect_request(body: &[u8], headers: &McpHeaders<'_>, config: &InspectCo
         max_depth: config.max_depth,
     };
     let mut inspector = Inspector::new(config, options);
-    let doc = match json::parse_with(body, &options, &mut inspector.buffers) {
-        Ok(doc) => doc,
-        Err(e) => {
-            return Verdict::Reject(Rejection {
-                kind: RejectKind::Parse,
-                status: HTTP_BAD_REQUEST,
-                code: PARSE_ERROR,
-                id: None,
-                message: format!(
-                    "Request body rejected: not strict JSON ({} at byte {})",
-                    e.code(),
-                    e.offset
-                ),
-                path: String::new(),
-                rule: e.code().to_string(),
-                tool: None,
-            })
+    let verdict = match json::parse_with(body, &options, &mut inspector.ws.buffers) {
+        Ok(doc) => {
+            let verdict = inspector.document(&doc, headers);
+            inspector.ws.buffers.recycle(doc);
+            verdict
         }
+        Err(e) => Verdict::Reject(Rejection {
+            kind: RejectKind::Parse,
+            status: HTTP_BAD_REQUEST,
+            code: PARSE_ERROR,
+            id: None,
+            message: format!(
+                "Request body rejected: not strict JSON ({} at byte {})",
+                e.code(),
+                e.offset
+            ),
+            path: String::new(),
+            rule: e.code().to_string(),
+            tool: None,
+        }),
     };
-    let root = doc.root();
-    match root.kind() {
-        Kind::Array => {
-            if root.is_empty() {
-                return shape_reject(None, "", RULE_EMPTY_BATCH, "an empty batch is invalid");
-            }
-            if !headers.method.is_empty() || !headers.name.is_empty() {
-                return Verdict::Reject(header_reject(
-                    None,
-                    "Mcp-Method/Mcp-Name headers cannot describe a batch",
-                ));
-            }
-            for (i, element) in root.items().enumerate() {
-                if let Err(r) = inspector.message(element, Some(i), headers) {
-                    return Verdict::Reject(*r);
-                }
-            }
-            Verdict::Allow
-        }
-        _ => match inspector.message(root, None, headers) {
-            Ok(()) => Verdict::Allow,
-            Err(r) => Verdict::Reject(*r),
-        },
-    }
+    inspector.ws.give_back();
+    verdict
 }
 
 /// Applies the name policy to an `Mcp-Param-<Name>` header name (prefix case-insensitive). Other
@@ -391,100 +372,184 @@ struct Finding {
 struct Inspector<'c> {
     config: &'c InspectConfig,
     options: ParseOptions,
+    ws: Workspace,
+}
+
+/// Working memory of the inspector, kept from one body to the next (per thread: a proxy-wasm VM
+/// judges one body at a time), so that judging a body allocates almost nothing once the buffers
+/// have grown. Buffers that grew past [`WORKSPACE_MAX_BYTES`] are dropped after the body. The
+/// name verdicts are kept too while the policy stays the same ([`NamePolicy::id`]): clients send
+/// the same argument names again and again.
+#[derive(Default)]
+struct Workspace {
     scratch: NameScratch,
     buffers: json::ParseBuffers,
     /// Decoded JSON-in-a-string texts, one buffer per level.
     decoded: Vec<String>,
-    /// Name verdicts: bodies repeat the same keys in every element of an array. Direct-mapped,
-    /// `(FNV-1a of the raw key, its offset and length in `cache_text`, rule)`; the key text is
-    /// compared, not only hashed. Enabled after [`NAME_CACHE_AFTER`] checks, so small bodies
-    /// allocate nothing for it.
-    cache: Vec<(u64, u32, u32, Option<&'c str>)>,
+    /// Name verdicts of policy `policy`: bodies repeat the same keys in every element of an
+    /// array, and requests repeat them too. Direct-mapped, `NAME_CACHE_SLOTS` entries; an entry
+    /// is valid only when its generation is the current one. The key text is compared, not only
+    /// hashed.
+    cache: Vec<CacheEntry>,
+    /// The raw text of the cached keys, back to back.
     cache_text: String,
-    checks: usize,
+    /// Current generation (never 0 while judging: 0 marks an empty entry).
+    generation: u32,
+    /// [`NamePolicy::id`] of the cached verdicts (0: none).
+    policy: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct CacheEntry {
+    generation: u32,
+    /// The parser's hash of the key.
+    hash: u32,
+    /// Offset and length of the raw key in `cache_text`.
+    at: u32,
+    len: u32,
+    /// The deny phrase's index ([`NamePolicy::rule`]); `u32::MAX` when the name is allowed.
+    rule: u32,
 }
 
 const NAME_CACHE_SLOTS: usize = 128;
-const NAME_CACHE_AFTER: usize = 8;
 const NAME_CACHE_MAX_KEY: usize = 64;
 const NAME_CACHE_MAX_TEXT: usize = 16 * 1024;
+/// Largest buffer kept between bodies.
+const WORKSPACE_MAX_BYTES: usize = 512 * 1024;
+const NO_RULE: u32 = u32::MAX;
+
+thread_local! {
+    static WORKSPACE: core::cell::Cell<Option<Workspace>> = const { core::cell::Cell::new(None) };
+}
+
+impl Workspace {
+    /// The workspace of this thread (a fresh one if it is in use), ready for a body judged with
+    /// `names`.
+    fn take(names: &NamePolicy) -> Self {
+        let mut ws = WORKSPACE.with(|w| w.take()).unwrap_or_default();
+        // Another policy's verdicts, or a text buffer half full of keys seen so far: start over.
+        if ws.policy != names.id() || ws.cache_text.len() > NAME_CACHE_MAX_TEXT / 2 {
+            ws.policy = names.id();
+            ws.cache_text.clear();
+            ws.generation = ws.generation.wrapping_add(1);
+            if ws.generation == 0 {
+                ws.cache.iter_mut().for_each(|e| *e = CacheEntry::default());
+                ws.generation = 1;
+            }
+        }
+        ws
+    }
+
+    /// Gives the workspace back for the next body, without its oversized buffers.
+    fn give_back(mut self) {
+        self.buffers.trim(WORKSPACE_MAX_BYTES);
+        self.scratch.trim(WORKSPACE_MAX_BYTES);
+        for d in &mut self.decoded {
+            if d.capacity() > WORKSPACE_MAX_BYTES {
+                *d = String::new();
+            }
+        }
+        WORKSPACE.with(|w| w.set(Some(self)));
+    }
+}
 
 impl<'c> Inspector<'c> {
     fn new(config: &'c InspectConfig, options: ParseOptions) -> Self {
         Inspector {
             config,
             options,
-            scratch: NameScratch::default(),
-            buffers: json::ParseBuffers::default(),
-            decoded: Vec::new(),
-            cache: Vec::new(),
-            cache_text: String::new(),
-            checks: 0,
+            ws: Workspace::take(&config.names),
         }
     }
 
     /// The name policy's verdict on a key (the rule when it is denied), cached by raw text: the
-    /// verdict is a function of the decoded key, itself a function of the raw text.
-    fn check_key(&mut self, key: JsonStr<'_>) -> Option<&'c str> {
-        self.checks += 1;
+    /// verdict is a function of the decoded key, itself a function of the raw text. `hash` is the
+    /// parser's hash of the key (a function of the raw text).
+    fn check_key(&mut self, key: JsonStr<'_>, hash: u32) -> Option<&'c str> {
         let raw = key.raw();
-        if self.checks <= NAME_CACHE_AFTER || raw.len() > NAME_CACHE_MAX_KEY {
+        if raw.len() > NAME_CACHE_MAX_KEY {
             return self.check_name(&key.decode());
         }
-        let hash = cheap_hash(raw.as_bytes());
-        if self.cache.is_empty() {
-            self.cache = vec![(0, 0, 0, None); NAME_CACHE_SLOTS];
+        if self.ws.cache.len() != NAME_CACHE_SLOTS {
+            self.ws.cache = vec![CacheEntry::default(); NAME_CACHE_SLOTS];
         }
+        let generation = self.ws.generation;
         let slot = (hash as usize) % NAME_CACHE_SLOTS;
-        if let Some(&(h, at, len, rule)) = self.cache.get(slot) {
-            let cached = self
-                .cache_text
-                .get(at as usize..(at as usize + len as usize));
-            if h == hash && cached == Some(raw) {
-                return rule;
+        if let Some(e) = self.ws.cache.get(slot) {
+            if e.generation == generation && e.hash == hash && e.len as usize == raw.len() {
+                let cached = self
+                    .ws
+                    .cache_text
+                    .as_bytes()
+                    .get(e.at as usize..(e.at as usize + e.len as usize));
+                if cached.is_some_and(|c| same_bytes(c, raw.as_bytes())) {
+                    return self.config.names.rule(e.rule as usize);
+                }
             }
         }
-        let rule = self.check_name(&key.decode());
-        if self.cache_text.len() + raw.len() <= NAME_CACHE_MAX_TEXT {
-            let at = self.cache_text.len() as u32;
-            self.cache_text.push_str(raw);
-            if let Some(entry) = self.cache.get_mut(slot) {
-                *entry = (hash, at, raw.len() as u32, rule);
+        let found = self
+            .config
+            .names
+            .check_index_with(&key.decode(), &mut self.ws.scratch);
+        let rule = match found {
+            None => Some(NO_RULE),
+            Some(i) => u32::try_from(i).ok().filter(|&r| r != NO_RULE),
+        };
+        let fits = self.ws.cache_text.len() + raw.len() <= NAME_CACHE_MAX_TEXT;
+        if let (Some(rule), true) = (rule, fits) {
+            let at = self.ws.cache_text.len() as u32;
+            self.ws.cache_text.push_str(raw);
+            if let Some(e) = self.ws.cache.get_mut(slot) {
+                *e = CacheEntry {
+                    generation,
+                    hash,
+                    at,
+                    len: raw.len() as u32,
+                    rule,
+                };
             }
         }
-        rule
+        found.and_then(|i| self.config.names.rule(i))
     }
 
     #[inline]
     fn check_name(&mut self, name: &str) -> Option<&'c str> {
         self.config
             .names
-            .check_with(name, &mut self.scratch)
+            .check_with(name, &mut self.ws.scratch)
             .map(|m| m.rule)
     }
 }
 
-/// A cache slot hash from the length and the first and last 8 bytes (collisions only cost a
-/// miss: cached keys are compared in full).
-#[inline]
-fn cheap_hash(b: &[u8]) -> u64 {
-    let word = |chunk: Option<&[u8]>| {
-        let mut w = [0u8; 8];
-        if let Some(chunk) = chunk {
-            for (d, s) in w.iter_mut().zip(chunk) {
-                *d = *s;
-            }
-        }
-        u64::from_le_bytes(w)
-    };
-    let head = word(b.get(..b.len().min(8)));
-    let tail = word(b.get(b.len().saturating_sub(8)..));
-    (head ^ tail.rotate_left(29) ^ (b.len() as u64))
-        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        .rotate_left(23)
-}
-
 impl Inspector<'_> {
+    /// Judges a parsed body: one message or a batch.
+    fn document(&mut self, doc: &Document<'_>, headers: &McpHeaders<'_>) -> Verdict {
+        let root = doc.root();
+        match root.kind() {
+            Kind::Array => {
+                if root.is_empty() {
+                    return shape_reject(None, "", RULE_EMPTY_BATCH, "an empty batch is invalid");
+                }
+                if !headers.method.is_empty() || !headers.name.is_empty() {
+                    return Verdict::Reject(header_reject(
+                        None,
+                        "Mcp-Method/Mcp-Name headers cannot describe a batch",
+                    ));
+                }
+                for (i, element) in root.items().enumerate() {
+                    if let Err(r) = self.message(element, Some(i), headers) {
+                        return Verdict::Reject(*r);
+                    }
+                }
+                Verdict::Allow
+            }
+            _ => match self.message(root, None, headers) {
+                Ok(()) => Verdict::Allow,
+                Err(r) => Verdict::Reject(*r),
+            },
+        }
+    }
+
     fn message(
         &mut self,
         msg: Value<'_, '_>,
@@ -510,8 +575,10 @@ impl Inspector<'_> {
                 &path,
             )));
         }
+        let [jsonrpc, id_member, method, params, result, error] =
+            msg.members(MESSAGE_MEMBERS_ARRAY);
         let id = if batch.is_none() {
-            echo_id(msg.get("id"))
+            echo_id(id_member)
         } else {
             None
         };
@@ -525,8 +592,7 @@ impl Inspector<'_> {
                 None,
             )
         };
-        if !msg
-            .get("jsonrpc")
+        if !jsonrpc
             .and_then(|v| v.as_str())
             .is_some_and(|s| s.eq_str("2.0"))
         {
@@ -535,19 +601,17 @@ impl Inspector<'_> {
         let id_ok = |v: Option<Value<'_, '_>>| {
             v.is_none_or(|v| matches!(v.kind(), Kind::String | Kind::Number | Kind::Null))
         };
-        let method = msg.get("method");
-        let params = msg.get("params");
         let method_name = match method {
             Some(m) => {
                 let Some(name) = m.as_str() else {
                     return Err(Box::new(shape_err("\"method\" must be a string")));
                 };
-                if msg.get("result").is_some() || msg.get("error").is_some() {
+                if result.is_some() || error.is_some() {
                     return Err(Box::new(shape_err(
                         "a request cannot carry \"result\" or \"error\"",
                     )));
                 }
-                if !id_ok(msg.get("id")) {
+                if !id_ok(id_member) {
                     return Err(Box::new(shape_err(
                         "\"id\" must be a string, a number or null",
                     )));
@@ -560,14 +624,12 @@ impl Inspector<'_> {
                 Some(name.decode())
             }
             None => {
-                let result = msg.get("result");
-                let error = msg.get("error");
                 if result.is_some() == error.is_some() {
                     return Err(Box::new(shape_err(
                         "a message needs a \"method\", or exactly one of \"result\" and \"error\"",
                     )));
                 }
-                if msg.get("id").is_none() || !id_ok(msg.get("id")) {
+                if id_member.is_none() || !id_ok(id_member) {
                     return Err(Box::new(shape_err(
                         "a response needs an \"id\" that is a string, a number or null",
                     )));
@@ -616,15 +678,16 @@ impl Inspector<'_> {
                     None,
                 )));
             }
-            let Some(name) = params.get("name").and_then(|n| n.as_str()) else {
+            let [name, arguments] = params.members(["name", "arguments"]);
+            let Some(name) = name.and_then(|n| n.as_str()) else {
                 return Err(Box::new(invalid(
                     "tools/call needs \"params.name\" to be a string",
                     &params_path(),
                     None,
                 )));
             };
-            tool = Some(sanitize_tool(&name.decode()));
-            match params.get("arguments") {
+            tool = Some(name);
+            match arguments {
                 None => {}
                 Some(a) if a.kind() == Kind::Object => args = Some(a.index()..a.subtree_end()),
                 Some(_) => {
@@ -632,7 +695,7 @@ impl Inspector<'_> {
                     return Err(Box::new(invalid(
                         "\"arguments\" must be an object",
                         &path,
-                        tool.clone(),
+                        Some(sanitize_tool(&name.decode())),
                     )));
                 }
             }
@@ -654,6 +717,8 @@ impl Inspector<'_> {
             }
             segs.extend(finding.segs);
             let path = render_path(&prefix, &segs);
+            // Sanitised only now: most requests are allowed.
+            let tool = tool.map(|name| sanitize_tool(&name.decode()));
             let tool_part = tool
                 .as_deref()
                 .map(|t| format!(" of tool `{t}`"))
@@ -706,11 +771,11 @@ impl Inspector<'_> {
         level: usize,
     ) -> Option<(usize, Finding)> {
         for idx in range {
-            let Some((is_key, s)) = doc.string_node(idx) else {
+            let Some((key_hash, s)) = doc.string_node(idx) else {
                 continue;
             };
             let in_names = names.as_ref().is_some_and(|r| r.contains(&idx));
-            if is_key {
+            if let Some(hash) = key_hash {
                 if has_token(s) {
                     return Some((
                         idx,
@@ -722,7 +787,7 @@ impl Inspector<'_> {
                     ));
                 }
                 if in_names {
-                    if let Some(rule) = self.check_key(s) {
+                    if let Some(rule) = self.check_key(s, hash) {
                         return Some((
                             idx,
                             Finding {
@@ -753,16 +818,17 @@ impl Inspector<'_> {
         }
         // Decode into this level's reusable buffer (taken out while the text is inspected).
         let mut text = self
+            .ws
             .decoded
             .get_mut(level)
             .map(core::mem::take)
             .unwrap_or_default();
         s.decode_into(&mut text);
         let finding = self.embedded(&text, in_names, level);
-        if self.decoded.len() <= level {
-            self.decoded.resize_with(level + 1, String::new);
+        if self.ws.decoded.len() <= level {
+            self.ws.decoded.resize_with(level + 1, String::new);
         }
-        if let Some(slot) = self.decoded.get_mut(level) {
+        if let Some(slot) = self.ws.decoded.get_mut(level) {
             *slot = text;
         }
         finding
@@ -776,15 +842,15 @@ impl Inspector<'_> {
             return None;
         }
         if level <= self.config.max_embedded_depth {
-            let mut buffers = core::mem::take(&mut self.buffers);
+            let mut buffers = core::mem::take(&mut self.ws.buffers);
             let parsed = json::parse_str_with(text, &self.options, &mut buffers);
-            self.buffers = buffers;
+            self.ws.buffers = buffers;
             if let Ok(inner) = parsed {
                 let all = 0..inner.node_count();
                 let names = in_names.then(|| all.clone());
                 let found = self.scan(&inner, all, names, level + 1);
                 let Some((idx, finding)) = found else {
-                    self.buffers.recycle(inner);
+                    self.ws.buffers.recycle(inner);
                     return None;
                 };
                 let mut segs = vec![Seg::Json];
@@ -843,12 +909,18 @@ impl Inspector<'_> {
 
 /// True when a string holds a token, judged on its decoded text. Only `\u` escapes can produce
 /// token characters (`[A-Za-z0-9_]`), so the string is decoded only when one does.
+#[inline]
 fn has_token(s: JsonStr<'_>) -> bool {
+    // Decoding never lengthens a string: shorter raw text cannot hold a token.
+    s.raw().len() >= MIN_TOKEN_LEN && has_token_slow(s)
+}
+
+fn has_token_slow(s: JsonStr<'_>) -> bool {
     let raw = s.raw();
     if contains_amt_token(raw.as_bytes()) {
         return true;
     }
-    s.is_escaped() && raw.len() >= 45 && escapes_token_char(raw) && {
+    s.is_escaped() && escapes_token_char(raw) && {
         let decoded = s.decode();
         contains_amt_token(decoded.as_bytes())
     }
@@ -979,14 +1051,25 @@ fn loose_unescape(s: &str) -> String {
 fn noncanonical_member(obj: Value<'_, '_>, canonical: &[&str]) -> Option<String> {
     let longest = canonical.iter().map(|c| c.len()).max().unwrap_or(0);
     let mut folded = String::new();
+    let is_canonical = |name: &str| {
+        canonical
+            .iter()
+            .any(|c| same_bytes(c.as_bytes(), name.as_bytes()))
+    };
     for (key, _) in obj.entries() {
         let name = key.decode();
-        if canonical.contains(&name.as_ref()) || name.len() > longest * 4 {
+        if is_canonical(&name) || name.len() > longest * 4 {
             continue;
         }
-        folded.clear();
-        fold_str_into(&name, &mut folded);
-        if canonical.contains(&folded.as_str()) {
+        // ASCII folds to its lower case, and the canonical names are lower-case ASCII.
+        let collides = if name.is_ascii() {
+            canonical.iter().any(|c| c.eq_ignore_ascii_case(&name))
+        } else {
+            folded.clear();
+            fold_str_into(&name, &mut folded);
+            is_canonical(&folded)
+        };
+        if collides {
             return Some(name.into_owned());
         }
     }
@@ -1205,6 +1288,51 @@ fn sanitize_tool(name: &str) -> String {
 #[cfg(test)]
 mod unit_tests {
     use super::*;
+
+    fn tools_call(arguments: &str) -> String {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"t","arguments":{arguments}}}}}"#
+        )
+    }
+
+    #[test]
+    fn name_verdicts_are_cached_per_policy() {
+        let default = InspectConfig::default();
+        let strict = InspectConfig {
+            names: NamePolicy::with_extra(["sk", "page token"], [] as [&str; 0]).unwrap(),
+            ..InspectConfig::default()
+        };
+        let items: Vec<String> = (0..40)
+            .map(|i| format!(r#"{{"sk":{i},"pageToken":"p","q":1}}"#))
+            .collect();
+        let body = tools_call(&format!(r#"{{"items":[{}]}}"#, items.join(",")));
+        for _ in 0..3 {
+            // Same thread, same workspace: each policy gets its own verdicts.
+            assert!(inspect_body(body.as_bytes(), &default).is_allow());
+            let r = inspect_body(body.as_bytes(), &strict);
+            assert_eq!(r.rejection().map(|r| r.rule.as_str()), Some("sk"));
+            assert_eq!(
+                r.rejection().map(|r| r.path.as_str()),
+                Some("arguments.items[0].sk")
+            );
+            assert!(inspect_body(body.as_bytes(), &default.clone()).is_allow());
+        }
+        // The same raw key text under two spellings of a denied name, cached or not.
+        let body = tools_call(r#"{"a":[{"Password":1},{"Pass\u0077ord":1}]}"#);
+        let r = inspect_body(body.as_bytes(), &default);
+        assert_eq!(r.rejection().map(|r| r.rule.as_str()), Some("password"));
+        // Many distinct keys (the verdict cache fills up and starts over) stay exact.
+        for round in 0..3 {
+            let keys: Vec<String> = (0..600)
+                .map(|i| format!(r#""key_{round}_{i}_with_a_rather_long_name":{i}"#))
+                .collect();
+            let clean = tools_call(&format!("{{{}}}", keys.join(",")));
+            assert!(inspect_body(clean.as_bytes(), &default).is_allow());
+            let dirty = tools_call(&format!("{{{},\"x_{round}_secret\":1}}", keys.join(",")));
+            let r = inspect_body(dirty.as_bytes(), &default);
+            assert_eq!(r.rejection().map(|r| r.rule.as_str()), Some("secret"));
+        }
+    }
 
     #[test]
     fn base64_sentinel() {

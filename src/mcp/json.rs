@@ -22,9 +22,11 @@
 //! The parser never recurses (explicit stack, depth checked before every push) and never copies
 //! string contents: it builds a flat *tape* of [`Node`]s (one per value and key, each 20 bytes)
 //! that [`Value`] handles walk. Escaped strings are decoded on demand ([`JsonStr::decode`]).
-//! Key uniqueness is checked per object on close: folded keys go into one reusable arena (with a
-//! 64-bit FNV-1a hash compared first); small
-//! objects are compared pairwise, large ones sorted, so a hostile object costs O(n log n).
+//! Key uniqueness is checked per object on close: printable-ASCII keys are compared in place
+//! ignoring ASCII case, other keys are folded into one reusable arena (a 64-bit hash of the
+//! folded bytes is compared first). Each key marks one of 64 bits of its object, chosen by that
+//! hash; only an object where two keys marked the same bit is compared: small objects pairwise,
+//! large ones sorted, so a hostile object costs O(n log n).
 
 use std::borrow::Cow;
 
@@ -131,7 +133,7 @@ enum Tag {
 
 /// One tape entry. Strings and keys span their contents (without quotes); numbers their text;
 /// containers their whole text. `next` is the index after the subtree; `count` the number of
-/// elements or members.
+/// elements or members (for a key: the low half of its folded hash, see [`KeyRec`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Node {
     tag: Tag,
@@ -194,6 +196,23 @@ impl ParseBuffers {
             self.nodes = doc.nodes;
         }
     }
+
+    /// Drops every buffer larger than `max_bytes`, so that keeping these buffers between
+    /// documents does not keep the memory of an unusually large one.
+    pub fn trim(&mut self, max_bytes: usize) {
+        fn trim_vec<T>(v: &mut Vec<T>, max_bytes: usize) {
+            if v.capacity().saturating_mul(core::mem::size_of::<T>()) > max_bytes {
+                *v = Vec::new();
+            }
+        }
+        trim_vec(&mut self.nodes, max_bytes);
+        trim_vec(&mut self.stack, max_bytes);
+        trim_vec(&mut self.keys, max_bytes);
+        trim_vec(&mut self.arena, max_bytes);
+        if self.fold_tmp.capacity() > max_bytes {
+            self.fold_tmp = String::new();
+        }
+    }
 }
 
 /// [`parse_str`] using (and growing) reusable buffers: parsing many small documents, such as
@@ -250,27 +269,121 @@ fn err(kind: ErrorKind, offset: usize) -> JsonError {
 struct Frame {
     node: u32,
     object: bool,
+    /// Two keys of this object share a bit of `seen`: they may be equal (else none can be).
+    suspect: bool,
     count: u32,
     keys_start: u32,
     arena_start: u32,
+    /// One bit per key, chosen by the key's hash: equal folded keys set the same bit.
+    seen: u64,
 }
 
+/// One key of an open object. Its folded form is held up to ASCII case: a printable-ASCII key
+/// without escapes folds to its ASCII lower case, so it stays in the source (`start..end` of
+/// the input); any other key is folded into the arena (`start..end` of the arena), where it holds
+/// no upper-case ASCII. Two keys are then equal after folding exactly when their bytes are equal
+/// ignoring ASCII case.
 #[derive(Debug, Clone, Copy)]
 struct KeyRec {
-    /// FNV-1a of the folded key: compared before the bytes.
+    /// [`lower_hash`] of the folded key: compared before the bytes.
     hash: u64,
-    fold_start: u32,
-    fold_end: u32,
+    start: u32,
+    end: u32,
     node: u32,
+    in_arena: bool,
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(FNV_OFFSET, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(FNV_PRIME)
-    })
+#[inline]
+fn folded_in<'b>(src: &'b [u8], arena: &'b [u8], k: &KeyRec) -> &'b [u8] {
+    let bytes = if k.in_arena { arena } else { src };
+    bytes
+        .get(k.start as usize..k.end as usize)
+        .unwrap_or_default()
+}
+
+/// `b[i..i + n]` (`n <= 8`) as a little-endian word, missing bytes zero.
+#[inline]
+fn load_partial(b: &[u8], i: usize, n: usize) -> u64 {
+    if let Some(Ok(bytes)) = b.get(i..i + 8).map(<[u8; 8]>::try_from) {
+        let v = u64::from_le_bytes(bytes);
+        return if n >= 8 {
+            v
+        } else {
+            v & ((1u64 << (n * 8)) - 1)
+        };
+    }
+    b.get(i..i + n.min(8))
+        .unwrap_or_default()
+        .iter()
+        .rev()
+        .fold(0, |v, &byte| (v << 8) | u64::from(byte))
+}
+
+/// ASCII upper-case letters of `v` lower-cased, every other byte unchanged (exact per byte).
+#[inline]
+fn lower_word(v: u64) -> u64 {
+    let t = v & !HIGHS;
+    let ge_a = t.wrapping_add(ONES * (0x80 - u64::from(b'A')));
+    let gt_z = t.wrapping_add(ONES * (0x80 - u64::from(b'Z') - 1));
+    let upper = ge_a & !gt_z & !v & HIGHS;
+    v | (upper >> 2)
+}
+
+/// High bit of each byte of `v` that is not printable ASCII (0x20..=0x7E).
+#[inline]
+fn unprintable_word(v: u64) -> u64 {
+    let t = v & !HIGHS;
+    (v | t.wrapping_add(ONES) | !t.wrapping_add(ONES * (0x80 - 0x20))) & HIGHS
+}
+
+#[inline]
+fn mix(h: u64, w: u64) -> u64 {
+    (h ^ w).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29)
+}
+
+const HASH_SEED: u64 = 0x243F_6A88_85A3_08D3;
+
+/// High bits of the first `n` bytes of a word (`n < 8`).
+#[inline]
+fn first_bytes(n: usize) -> u64 {
+    if n == 0 {
+        0
+    } else {
+        u64::MAX >> (64 - 8 * n)
+    }
+}
+
+#[inline]
+fn finish_hash(h: u64, len: usize) -> u64 {
+    let h = mix(h, len as u64);
+    h ^ (h >> 32)
+}
+
+/// A hash of the ASCII lower case of `b[start..start + len]`, and whether those bytes are all
+/// printable ASCII. Words of 8 bytes from the start (the last one zero-padded) are mixed, then the
+/// length: equal lower-cased bytes hash equally whatever `b` around them. [`scan_key`] computes
+/// the same hash while it scans.
+#[inline(always)]
+fn lower_hash(b: &[u8], start: usize, len: usize) -> (u64, bool) {
+    let mut h = HASH_SEED;
+    let mut bad = 0;
+    let mut i = 0;
+    while i + 8 <= len {
+        let v = load_partial(b, start + i, 8);
+        bad |= unprintable_word(v);
+        h = mix(h, lower_word(v));
+        i += 8;
+    }
+    let rest = len - i;
+    if rest > 0 {
+        let v = load_partial(b, start + i, rest);
+        bad |= unprintable_word(v) & first_bytes(rest);
+        h = mix(h, lower_word(v));
+    }
+    (finish_hash(h, len), bad == 0)
 }
 
 struct Parser<'a> {
@@ -357,8 +470,8 @@ impl<'a> Parser<'a> {
                     if self.b.get(pos) != Some(&b'"') {
                         return Err(err(ErrorKind::Syntax, pos));
                     }
-                    let (end, escaped) = scan_string(self.b, pos + 1)?;
-                    self.key(pos + 1, end, escaped)?;
+                    let (end, escaped, hash) = scan_key(self.b, pos + 1)?;
+                    self.key(pos + 1, end, escaped, hash)?;
                     pos = skip_ws(self.b, end + 1);
                     if self.b.get(pos) != Some(&b':') {
                         return Err(err(ErrorKind::Syntax, pos));
@@ -420,9 +533,11 @@ impl<'a> Parser<'a> {
         self.stack.push(Frame {
             node,
             object,
+            suspect: false,
             count: 0,
             keys_start: self.keys.len() as u32,
             arena_start: self.arena.len() as u32,
+            seen: 0,
         });
         Ok(())
     }
@@ -439,65 +554,98 @@ impl<'a> Parser<'a> {
             node.count = frame.count;
         }
         if frame.object {
-            self.check_unique(frame)?;
+            if frame.suspect {
+                self.check_unique(frame)?;
+            }
             self.keys.truncate(frame.keys_start as usize);
             self.arena.truncate(frame.arena_start as usize);
         }
         Ok(())
     }
 
-    fn key(&mut self, start: usize, end: usize, escaped: bool) -> Result<(), JsonError> {
+    /// A key `start..end` of the source; `plain_hash` is its [`lower_hash`] when the scan found it
+    /// printable ASCII without escapes (`None`: not known).
+    fn key(
+        &mut self,
+        start: usize,
+        end: usize,
+        escaped: bool,
+        plain_hash: Option<u64>,
+    ) -> Result<(), JsonError> {
         let node = self.nodes.len() as u32;
-        self.push_leaf(Tag::Key, escaped, start, end);
-        let raw = self.src.get(start..end).unwrap_or_default();
-        let fold_start = self.arena.len() as u32;
-        // Fast path, one pass: printable ASCII without escapes is lower-cased and hashed as it
-        // is copied.
-        let mut hash = FNV_OFFSET;
-        let mut plain = !escaped;
-        if plain {
-            for &b in raw.as_bytes() {
-                if !(0x20..0x7F).contains(&b) {
-                    plain = false;
-                    break;
-                }
-                let lower = b.to_ascii_lowercase();
-                self.arena.push(lower);
-                hash = (hash ^ u64::from(lower)).wrapping_mul(FNV_PRIME);
-            }
-        }
-        if !plain {
-            self.arena.truncate(fold_start as usize);
-            let decoded = if escaped {
-                Cow::Owned(decode_escaped(raw))
-            } else {
-                Cow::Borrowed(raw)
-            };
-            if decoded.chars().any(is_forbidden_key_char) {
-                return Err(err(ErrorKind::InvisibleKeyChar, start));
-            }
-            self.fold_tmp.clear();
-            fold_str_into(&decoded, &mut self.fold_tmp);
-            self.arena.extend_from_slice(self.fold_tmp.as_bytes());
-            hash = fnv1a(self.fold_tmp.as_bytes());
-        }
-        let fold_end = self.arena.len() as u32;
-        self.keys.push(KeyRec {
-            hash,
-            fold_start,
-            fold_end,
-            node,
-        });
+        // Fast path: printable ASCII without escapes folds to its ASCII lower case, which is
+        // compared in place (see `KeyRec`).
+        let fast = match plain_hash {
+            Some(hash) => Some(hash),
+            None if !escaped => Some(lower_hash(self.b, start, end - start))
+                .filter(|&(_, plain)| plain)
+                .map(|(hash, _)| hash),
+            None => None,
+        };
+        let rec = match fast {
+            Some(hash) => KeyRec {
+                hash,
+                start: start as u32,
+                end: end as u32,
+                node,
+                in_arena: false,
+            },
+            None => self.fold_key(start, end, escaped, node)?,
+        };
         if let Some(top) = self.stack.last_mut() {
             top.count = top.count.saturating_add(1);
+            let bit = 1u64 << (rec.hash >> 58);
+            top.suspect |= top.seen & bit != 0;
+            top.seen |= bit;
         }
+        // A key node keeps (part of) the folded hash in `count`: see `Document::string_node`.
+        self.nodes.push(Node {
+            tag: Tag::Key,
+            escaped,
+            start: start as u32,
+            end: end as u32,
+            next: node + 1,
+            count: rec.hash as u32,
+        });
+        self.keys.push(rec);
         Ok(())
     }
 
+    /// The slow path of [`Self::key`]: decodes, checks and folds the key into the arena.
+    fn fold_key(
+        &mut self,
+        start: usize,
+        end: usize,
+        escaped: bool,
+        node: u32,
+    ) -> Result<KeyRec, JsonError> {
+        let raw = self.src.get(start..end).unwrap_or_default();
+        let decoded = if escaped {
+            Cow::Owned(decode_escaped(raw))
+        } else {
+            Cow::Borrowed(raw)
+        };
+        if decoded.chars().any(is_forbidden_key_char) {
+            return Err(err(ErrorKind::InvisibleKeyChar, start));
+        }
+        self.fold_tmp.clear();
+        fold_str_into(&decoded, &mut self.fold_tmp);
+        let fold_start = self.arena.len();
+        self.arena.extend_from_slice(self.fold_tmp.as_bytes());
+        let (hash, _) = lower_hash(self.fold_tmp.as_bytes(), 0, self.fold_tmp.len());
+        Ok(KeyRec {
+            hash,
+            start: fold_start as u32,
+            end: self.arena.len() as u32,
+            node,
+            in_arena: true,
+        })
+    }
+
+    /// The folded key, up to ASCII case (see [`KeyRec`]).
+    #[inline]
     fn folded(&self, k: &KeyRec) -> &[u8] {
-        self.arena
-            .get(k.fold_start as usize..k.fold_end as usize)
-            .unwrap_or_default()
+        folded_in(self.b, &self.arena, k)
     }
 
     fn check_unique(&mut self, frame: Frame) -> Result<(), JsonError> {
@@ -510,7 +658,7 @@ impl<'a> Parser<'a> {
             let keys = self.keys.get(start..).unwrap_or_default();
             for (i, a) in keys.iter().enumerate() {
                 for b in keys.get(i + 1..).unwrap_or_default() {
-                    if a.hash == b.hash && self.folded(a) == self.folded(b) {
+                    if a.hash == b.hash && self.folded(a).eq_ignore_ascii_case(self.folded(b)) {
                         return Err(self.collision(a, b));
                     }
                 }
@@ -520,19 +668,25 @@ impl<'a> Parser<'a> {
         let mut keys = core::mem::take(&mut self.keys);
         let result = {
             let segment = keys.get_mut(start..).unwrap_or_default();
-            let arena = self.arena.as_slice();
-            let folded = |k: &KeyRec| {
-                arena
-                    .get(k.fold_start as usize..k.fold_end as usize)
-                    .unwrap_or_default()
-            };
-            // By hash, then bytes: equal keys end up adjacent, and a crafted set of colliding
-            // hashes still sorts in O(n log n) comparisons.
+            let (src, arena) = (self.b, self.arena.as_slice());
+            let folded = |k: &KeyRec| folded_in(src, arena, k);
+            // Sorted by FNV-1a of the folded key (this object is dropped after the check): with
+            // several colliding pairs, the same one is reported whatever `lower_hash` is.
+            for k in segment.iter_mut() {
+                k.hash = folded(k).iter().fold(FNV_OFFSET, |h, &b| {
+                    (h ^ u64::from(b.to_ascii_lowercase())).wrapping_mul(FNV_PRIME)
+                });
+            }
+            // By hash, then folded bytes: equal keys end up adjacent, and a crafted set of
+            // colliding hashes still sorts in O(n log n) comparisons.
             segment.sort_unstable_by(|a, b| {
-                a.hash.cmp(&b.hash).then_with(|| folded(a).cmp(folded(b)))
+                a.hash.cmp(&b.hash).then_with(|| {
+                    let lower = |k: &KeyRec| folded(k).iter().map(u8::to_ascii_lowercase);
+                    lower(a).cmp(lower(b))
+                })
             });
             match segment.windows(2).find(|w| match w {
-                [a, b] => a.hash == b.hash && folded(a) == folded(b),
+                [a, b] => a.hash == b.hash && folded(a).eq_ignore_ascii_case(folded(b)),
                 _ => false,
             }) {
                 Some([a, b]) => Err(self.collision(a, b)),
@@ -637,20 +791,25 @@ fn skip_digits(b: &[u8], mut i: usize) -> usize {
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGHS: u64 = 0x8080_8080_8080_8080;
 
-/// Index of the first `"`, `\` or byte below 0x20 at or after `i`, 8 bytes at a time (SWAR). The
-/// lowest flagged byte of each test is exact, so the lowest of their union is the first match.
+/// High bits flagging `"`, `\` and bytes below 0x20 in `v`. The lowest flagged byte of each test
+/// is exact (higher ones may be false positives), so the lowest of their union is the first match.
+#[inline(always)]
+fn special_bytes(v: u64) -> u64 {
+    let quote = v ^ (ONES * u64::from(b'"'));
+    let backslash = v ^ (ONES * u64::from(b'\\'));
+    let zero_in = |x: u64| x.wrapping_sub(ONES) & !x;
+    let control = v.wrapping_sub(ONES * 0x20) & !v;
+    (zero_in(quote) | zero_in(backslash) | control) & HIGHS
+}
+
+/// Index of the first `"`, `\` or byte below 0x20 at or after `i`, 8 bytes at a time (SWAR).
 #[inline]
 fn skip_plain(b: &[u8], mut i: usize) -> usize {
     while let Some(chunk) = b.get(i..i + 8) {
         let Ok(bytes) = <[u8; 8]>::try_from(chunk) else {
             break;
         };
-        let v = u64::from_le_bytes(bytes);
-        let quote = v ^ (ONES * u64::from(b'"'));
-        let backslash = v ^ (ONES * u64::from(b'\\'));
-        let zero_in = |x: u64| x.wrapping_sub(ONES) & !x;
-        let control = v.wrapping_sub(ONES * 0x20) & !v;
-        let hits = (zero_in(quote) | zero_in(backslash) | control) & HIGHS;
+        let hits = special_bytes(u64::from_le_bytes(bytes));
         if hits != 0 {
             return i + (hits.trailing_zeros() / 8) as usize;
         }
@@ -667,6 +826,7 @@ fn skip_plain(b: &[u8], mut i: usize) -> usize {
 
 /// Validates a string body starting after its opening quote. Returns the offset of the closing
 /// quote and whether the string holds escapes.
+#[inline]
 fn scan_string(b: &[u8], mut i: usize) -> Result<(usize, bool), JsonError> {
     let mut escaped = false;
     loop {
@@ -681,6 +841,41 @@ fn scan_string(b: &[u8], mut i: usize) -> Result<(usize, bool), JsonError> {
             None => return Err(err(ErrorKind::Syntax, i)),
         }
     }
+}
+
+/// [`scan_string`] for a key, 8 bytes at a time: also returns the key's [`lower_hash`] when it is
+/// printable ASCII without escapes (`None` when it is not, or when the input ends within 8 bytes).
+#[inline(always)]
+fn scan_key(b: &[u8], start: usize) -> Result<(usize, bool, Option<u64>), JsonError> {
+    let mut h = HASH_SEED;
+    let mut bad = 0;
+    let mut i = start;
+    while let Some(Ok(bytes)) = b.get(i..i + 8).map(<[u8; 8]>::try_from) {
+        let v = u64::from_le_bytes(bytes);
+        let hits = special_bytes(v);
+        if hits == 0 {
+            bad |= unprintable_word(v);
+            h = mix(h, lower_word(v));
+            i += 8;
+            continue;
+        }
+        let n = (hits.trailing_zeros() / 8) as usize;
+        if b.get(i + n) != Some(&b'"') {
+            // An escape or a control character: the general scan takes over from there.
+            let (end, escaped) = scan_string(b, i + n)?;
+            return Ok((end, escaped, None));
+        }
+        if n > 0 {
+            let w = v & first_bytes(n);
+            bad |= unprintable_word(w) & first_bytes(n);
+            h = mix(h, lower_word(w));
+        }
+        let end = i + n;
+        let hash = (bad == 0).then(|| finish_hash(h, end - start));
+        return Ok((end, false, hash));
+    }
+    let (end, escaped) = scan_string(b, i)?;
+    Ok((end, escaped, None))
 }
 
 /// Validates the escape at `b[i] == '\\'`; returns the offset after it.
@@ -764,6 +959,32 @@ fn decode_escaped_into(raw: &str, out: &mut String) {
     }
 }
 
+/// `a == b`, 8 bytes at a time: for the short texts compared here, cheaper than a call to
+/// `memcmp` (a byte loop on wasm32).
+#[inline]
+pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let word = |s: &[u8], i: usize| {
+        s.get(i..i + 8)
+            .and_then(|c| <[u8; 8]>::try_from(c).ok())
+            .map(u64::from_le_bytes)
+    };
+    let mut i = 0;
+    while i + 8 <= a.len() {
+        if word(a, i) != word(b, i) {
+            return false;
+        }
+        i += 8;
+    }
+    let (a, b) = (
+        a.get(i..).unwrap_or_default(),
+        b.get(i..).unwrap_or_default(),
+    );
+    a.iter().zip(b).all(|(x, y)| x == y)
+}
+
 /// A string or key of the document, undecoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JsonStr<'a> {
@@ -806,7 +1027,7 @@ impl<'a> JsonStr<'a> {
         if self.escaped {
             self.decode() == s
         } else {
-            self.raw == s
+            same_bytes(self.raw.as_bytes(), s.as_bytes())
         }
     }
 }
@@ -850,18 +1071,20 @@ impl<'a> Document<'a> {
         })
     }
 
-    /// The tape entry at `idx` if it is a string or a key: `(is_key, text)`.
+    /// The tape entry at `idx` if it is a string or a key: `(key_hash, text)`, where `key_hash`
+    /// is `None` for a string value and, for a key, a hash of its text (keys with the same raw
+    /// text have the same hash; different keys usually differ).
     #[inline]
-    pub fn string_node(&self, idx: usize) -> Option<(bool, JsonStr<'a>)> {
+    pub fn string_node(&self, idx: usize) -> Option<(Option<u32>, JsonStr<'a>)> {
         let n = self.nodes.get(idx)?;
-        let is_key = match n.tag {
-            Tag::Key => true,
-            Tag::String => false,
+        let key_hash = match n.tag {
+            Tag::Key => Some(n.count),
+            Tag::String => None,
             _ => return None,
         };
         let raw = self.src.get(n.start as usize..n.end as usize)?;
         Some((
-            is_key,
+            key_hash,
             JsonStr {
                 raw,
                 escaped: n.escaped,
@@ -989,6 +1212,23 @@ impl<'d, 'a> Value<'d, 'a> {
     /// The member whose decoded key equals `key` exactly (keys are unique).
     pub fn get(&self, key: &str) -> Option<Value<'d, 'a>> {
         self.entries().find(|(k, _)| k.eq_str(key)).map(|(_, v)| v)
+    }
+
+    /// [`Self::get`] of each of `keys`, in one pass over the members.
+    pub fn members<const N: usize>(&self, keys: [&str; N]) -> [Option<Value<'d, 'a>>; N] {
+        let mut found = [None; N];
+        for (k, v) in self.entries() {
+            let name = k.decode();
+            let slot = keys
+                .iter()
+                .position(|key| same_bytes(key.as_bytes(), name.as_bytes()));
+            if let Some(f) = slot.and_then(|i| found.get_mut(i)) {
+                if f.is_none() {
+                    *f = Some(v);
+                }
+            }
+        }
+        found
     }
 }
 
@@ -1153,6 +1393,36 @@ mod tests {
     }
 
     #[test]
+    fn duplicates_among_plain_and_folded_keys_are_found() {
+        // Small (pairwise) and large (sorted) objects; the colliding pair is a plain key and
+        // an escaped or non-ASCII one, in both orders.
+        for filler in [0usize, 3, 40] {
+            for (a, b, expected) in [
+                ("Key", "k\\u0065y", "case_fold_collision"),
+                ("key", "k\\u0065y", "duplicate_key"),
+                ("STRASSE", "stra\u{df}e", "case_fold_collision"),
+                ("\u{17f}ecret", "SECRET", "case_fold_collision"),
+                (
+                    "long_key_name_x",
+                    "LONG_KEY_NAME_\\u0058",
+                    "case_fold_collision",
+                ),
+                ("long_key_name_x", "long_key_name_\\u0078", "duplicate_key"),
+                ("long_key_name_x", "long_key_name_\\u0079", "ok"),
+            ] {
+                for (first, second) in [(a, b), (b, a)] {
+                    let mut s = String::from("{");
+                    for i in 0..filler {
+                        s.push_str(&format!("\"f{i}\":{i},"));
+                    }
+                    s.push_str(&format!("\"{first}\":1,\"m\":2,\"{second}\":3}}"));
+                    assert_eq!(code(s.as_bytes()), expected, "{s}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn duplicates_in_large_objects_are_found() {
         let mut s = String::from("{");
         for i in 0..1000 {
@@ -1241,6 +1511,83 @@ mod tests {
             v,
             ["password", "a\\b\"c/\u{8}\u{c}\n\r\t", "\u{1f600}\u{e9}"]
         );
+    }
+
+    #[test]
+    fn swar_byte_classes_are_exact() {
+        for b in 0..=255u8 {
+            for pos in 0..8 {
+                for filler in [b'a', b'Z', 0x00, 0x7f, 0x80, 0xff] {
+                    let mut bytes = [filler; 8];
+                    bytes[pos] = b;
+                    let v = u64::from_le_bytes(bytes);
+                    let lower = lower_word(v).to_le_bytes();
+                    let bad = unprintable_word(v).to_le_bytes();
+                    assert_eq!(lower[pos], b.to_ascii_lowercase(), "{b:#x}");
+                    assert_eq!(bad[pos] == 0x80, !(0x20..0x7f).contains(&b), "{b:#x}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn key_hash_is_the_same_on_every_path() {
+        let keys = [
+            "",
+            "a",
+            "A",
+            "id",
+            "ID",
+            "Name",
+            "page_token",
+            "PAGE_TOKEN",
+            "abcdefgh",
+            "ABCDEFGH",
+            "abcdefghi",
+            "0123456789abcdef",
+            "0123456789ABCDEFx",
+            "with space",
+            "x~}|{",
+        ];
+        for key in keys {
+            let lower = key.to_ascii_lowercase();
+            let (expected, plain) = lower_hash(lower.as_bytes(), 0, lower.len());
+            assert!(plain, "{key:?}");
+            for tail in ["\":1}", "\""] {
+                let src = format!("\"{key}{tail}");
+                let (end, escaped, hash) = scan_key(src.as_bytes(), 1).unwrap();
+                assert_eq!((end, escaped), (1 + key.len(), false));
+                let (raw_hash, plain) = lower_hash(src.as_bytes(), 1, key.len());
+                assert!(plain);
+                assert_eq!(raw_hash, expected, "{key:?}");
+                assert!(hash.is_none_or(|h| h == expected), "{key:?}");
+            }
+        }
+        for unusual in ["caf\u{e9}", "tab\u{7f}", "\u{80}abcdefgh"] {
+            let src = format!("\"{unusual}\":1, \"padding\": 2}}");
+            let (_, _, hash) = scan_key(src.as_bytes(), 1).unwrap();
+            assert_eq!(hash, None, "{unusual:?}");
+            assert!(!lower_hash(src.as_bytes(), 1, unusual.len()).1);
+        }
+        // Equal after folding: one in place, one in the arena.
+        assert_eq!(
+            code(b"{\"Stra\\u00dfe\":1,\"strasse\":2}"),
+            "case_fold_collision"
+        );
+        assert_eq!(
+            code(b"{\"\\u017fecret\":1,\"SECRET\":2}"),
+            "case_fold_collision"
+        );
+        assert_eq!(code(b"{\"k\":1,\"\\u212a\":2}"), "case_fold_collision");
+        assert_eq!(
+            code(b"{\"abcdefghij\":1,\"ABCDEFGHI\\u004a\":2}"),
+            "case_fold_collision"
+        );
+        assert_eq!(
+            code(b"{\"abcdefghij\":1,\"abcdefghi\\u006a\":2}"),
+            "duplicate_key"
+        );
+        assert_eq!(code(b"{\"abcdefghij\":1,\"abcdefghi\\u006b\":2}"), "ok");
     }
 
     #[test]

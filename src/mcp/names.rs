@@ -56,6 +56,8 @@
 //! level, password policy, password min length, oauth (so `OAuthClientId`, split o auth client id,
 //! is not caught by `auth`).
 
+use core::sync::atomic::{AtomicU64, Ordering};
+
 use super::text::fold_into;
 
 /// `(phrase, rule)` pairs of the default deny list; an empty rule means the phrase's words joined
@@ -273,7 +275,10 @@ impl PhraseSet {
             }
             let i = e as usize;
             if self.hashes.get(i) == Some(&hash)
-                && self.concat.get(i).is_some_and(|c| c.as_bytes() == bytes)
+                && self
+                    .concat
+                    .get(i)
+                    .is_some_and(|c| super::json::same_bytes(c.as_bytes(), bytes))
             {
                 return Some(i);
             }
@@ -287,7 +292,11 @@ impl PhraseSet {
 pub struct NamePolicy {
     deny: PhraseSet,
     allow: PhraseSet,
+    /// Unique per build (clones keep it: they judge every name alike), see [`Self::id`].
+    id: u64,
 }
+
+static NEXT_POLICY_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A denied name: the rule of the deny phrase that matched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -303,6 +312,18 @@ pub struct NameScratch {
     folded: Vec<u8>,
     /// `(start, end)` of each word in `folded`.
     words: Vec<(usize, usize)>,
+}
+
+impl NameScratch {
+    /// Drops buffers that grew past `max_bytes` (after an unusually long name).
+    pub fn trim(&mut self, max_bytes: usize) {
+        if self.folded.capacity() > max_bytes {
+            self.folded = Vec::new();
+        }
+        if self.words.capacity() * core::mem::size_of::<(usize, usize)>() > max_bytes {
+            self.words = Vec::new();
+        }
+    }
 }
 
 impl Default for NamePolicy {
@@ -370,7 +391,14 @@ impl NamePolicy {
         NamePolicy {
             deny: PhraseSet::new(deny),
             allow: PhraseSet::new(allow),
+            id: NEXT_POLICY_ID.fetch_add(1, Ordering::Relaxed),
         }
+    }
+
+    /// Identifies this policy: two policies with the same id give the same verdict on every name
+    /// (verdicts may be cached by id and name). Never 0.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// Checks one name; allocates a scratch buffer (use [`Self::check_with`] in loops).
@@ -380,6 +408,18 @@ impl NamePolicy {
 
     /// Checks one name using reusable buffers.
     pub fn check_with(&self, name: &str, scratch: &mut NameScratch) -> Option<NameMatch<'_>> {
+        let found = self.check_index_with(name, scratch)?;
+        self.rule(found).map(|rule| NameMatch { rule })
+    }
+
+    /// The rule of a deny phrase by the index [`Self::check_index_with`] returns.
+    pub fn rule(&self, index: usize) -> Option<&str> {
+        self.deny.rules.get(index).map(|rule| &**rule)
+    }
+
+    /// [`Self::check_with`], answering the index of the deny phrase that matched (see
+    /// [`Self::rule`]).
+    pub fn check_index_with(&self, name: &str, scratch: &mut NameScratch) -> Option<usize> {
         split_into(name, scratch);
         let folded = scratch.folded.as_slice();
         let words = scratch.words.as_slice();
@@ -410,8 +450,7 @@ impl NamePolicy {
                 best = Some((span, found));
             }
         }
-        let (_, found) = best?;
-        self.deny.rules.get(found).map(|rule| NameMatch { rule })
+        best.map(|(_, found)| found)
     }
 
     /// True when an allow phrase matches words `a..=b` with `a <= i` and `b >= j`.

@@ -117,14 +117,16 @@ const FORBIDDEN_KEY_RANGES: &[(u32, u32)] = &[
     (0xE0000, 0xE0FFF), // tags (Cf) and variation selectors supplement
 ];
 
+/// The shortest token [`contains_amt_token`] finds.
+pub const MIN_TOKEN_LEN: usize = PREFIX.len() + *KEY_ID_LEN.start() + 1 + *SECRET_LEN.start();
+
 /// True when the bytes contain a token of our own grammar: `amt_` + key-id (8–32 of `[a-z0-9]`,
 /// ending at `_`) + `_` + at least 32 of `[A-Za-z0-9]`. Stricter than the credential grammar on
 /// purpose: a secret run longer than 64 still counts, and the token may sit anywhere (no word
 /// boundary needed), so `xamt_...`, `"Bearer amt_..."` and `amt_..._...tail` are all caught.
 pub fn contains_amt_token(s: &[u8]) -> bool {
-    const MIN: usize = 4 + 8 + 1 + 32;
     let n = s.len();
-    if n < MIN {
+    if n < MIN_TOKEN_LEN {
         return false;
     }
     debug_assert_eq!(PREFIX, "amt_");
