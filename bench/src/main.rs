@@ -9,7 +9,9 @@
 mod envoy;
 mod load;
 mod micro;
+mod propagation;
 mod report;
+mod scale;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -112,12 +114,12 @@ fn main() {
     let bad_token = format!("{}x", &key.token[..key.token.len() - 1]);
     let mut scenarios = scenarios(&key.token, &bad_token);
     // `--only a,b`: a subset, for profiling one change (the ratio table needs the full set).
-    if let Some(only) = args
+    let only: Option<Vec<&str>> = args
         .iter()
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
-    {
-        let ids: Vec<&str> = only.split(',').collect();
+        .map(|only| only.split(',').collect());
+    if let Some(ids) = &only {
         scenarios.retain(|s| ids.contains(&s.id));
     }
     let load = Load::new(&dir, settings);
@@ -139,6 +141,12 @@ fn main() {
         }
     }
 
+    // 1,000,000 keys and 1,000 long-polls (`--only` takes their ids too: scale::IDS).
+    let quick = args.iter().any(|a| a == "--quick");
+    let scale = scale::run(&dir, settings, quick, only.as_deref()).unwrap_or(Value::Null);
+    // Revoke-to-401 across three proxies (`--only propagation_3_proxies`).
+    let propagation = propagation::run(&dir, quick, only.as_deref()).unwrap_or(Value::Null);
+
     let module = module_facts(guard);
     let micro = if args.iter().any(|a| a == "--only") {
         serde_json::json!({})
@@ -152,6 +160,8 @@ fn main() {
         module,
         micro,
         envoy_version: envoy::version(),
+        scale,
+        propagation,
     };
     let json = results.to_json();
     let out = repo_root().join("bench/results.json");

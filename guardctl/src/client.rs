@@ -1,5 +1,6 @@
 //! A blocking client for the admin API, used by `guardctl keys ...`.
 
+use crate::import::{BatchFailure, ImportResponse, ImportRow};
 use anyhow::{anyhow, bail, Context};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -141,6 +142,64 @@ impl AdminClient {
             .header("Authorization", self.authorization())
             .call();
         self.decode(&url, response, Some(format!("no such key: {key_id}")))
+    }
+
+    /// Sends one batch of hash rows to `POST /v1/keys/import`. A refusal keeps the server's
+    /// message and the index of the row at fault, so the caller can name the line.
+    pub fn import_batch(&self, rows: &[ImportRow]) -> Result<ImportResponse, BatchFailure> {
+        let url = format!("{}/v1/keys/import", self.base_url);
+        let fail = |message: String| BatchFailure {
+            message,
+            index: None,
+        };
+        #[derive(Serialize)]
+        struct Batch<'a> {
+            keys: &'a [ImportRow],
+        }
+        let body = serde_json::to_vec(&Batch { keys: rows })
+            .map_err(|err| fail(format!("cannot encode the batch: {err}")))?;
+        let response = self
+            .agent
+            .post(&url)
+            .header("Authorization", self.authorization())
+            .content_type("application/json")
+            .send(&body[..]);
+        let mut response = response.map_err(|err| {
+            fail(format!(
+                "cannot reach the guardctl server at {} ({err}); is `guardctl serve` running?",
+                self.base_url
+            ))
+        })?;
+        let status = response.status();
+        let text = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|err| fail(format!("cannot read the answer from {url}: {err}")))?;
+        if status.is_success() {
+            return serde_json::from_str(&text)
+                .map_err(|err| fail(format!("unexpected answer from {url}: {err}")));
+        }
+        #[derive(Deserialize)]
+        struct RowError {
+            error: String,
+            index: Option<usize>,
+        }
+        match serde_json::from_str::<RowError>(&text) {
+            Ok(refused) if status.as_u16() != 401 => Err(BatchFailure {
+                message: format!("server answered {}: {}", status.as_u16(), refused.error),
+                index: refused.index,
+            }),
+            Ok(refused) => Err(fail(format!(
+                "the server rejected the admin token ({}); check --admin-token-file or \
+                 {ADMIN_TOKEN_ENV}",
+                refused.error
+            ))),
+            Err(_) => Err(fail(format!(
+                "server answered {}: {}",
+                status.as_u16(),
+                text.chars().take(200).collect::<String>()
+            ))),
+        }
     }
 
     fn authorization(&self) -> String {

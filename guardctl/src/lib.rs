@@ -7,6 +7,7 @@
 pub mod admin_token;
 pub mod client;
 pub mod human;
+pub mod import;
 pub mod server;
 pub mod store;
 pub mod sync;

@@ -3,6 +3,7 @@
 use clap::{Args, Parser, Subcommand};
 use guardctl::client::{self, AdminClient, CreateKeyParams};
 use guardctl::human;
+use guardctl::import;
 use guardctl::server::{self, ServeConfig, DEFAULT_SYNC_PAGE_SIZE};
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -17,7 +18,7 @@ use std::process::ExitCode;
         `guardctl serve` keeps the API keys in SQLite (hashes only; a token is shown once, at \
         creation) and serves two HTTP APIs: the admin API used by `guardctl keys`, and the \
         key-set sync API that every mcp-guard proxy long-polls.\n\n\
-        `guardctl keys` creates, lists and revokes keys through a running server.",
+        `guardctl keys` creates, lists, revokes and bulk-imports keys through a running server.",
     propagate_version = true
 )]
 struct Cli {
@@ -29,7 +30,7 @@ struct Cli {
 enum Command {
     /// Run the control-plane server (admin API and key-set sync API)
     Serve(ServeArgs),
-    /// Create, list and revoke API keys through a running server
+    /// Create, list, revoke and import API keys through a running server
     Keys(KeysArgs),
 }
 
@@ -111,6 +112,34 @@ enum KeysAction {
         #[arg(long)]
         json: bool,
     },
+    /// Import existing hash rows (a key store you migrate from); never plaintext tokens
+    #[command(
+        long_about = "Import existing hash rows from a JSON Lines file, one key per line:\n\n  \
+        {\"key_id\": \"k3x9a0b1c2d3\", \"sha256\": \"<64 hex>\", \"org\": \"demo\", \"role\": \"member\", \
+        \"expires_at\": 1900000000, \"name\": \"ci bot\"}\n\n\
+        sha256 is the hex SHA-256 of the whole token (amt_<key-id>_<secret>); expires_at (Unix seconds) and \
+        name (default \"imported\") are optional. The rules of `keys create` apply: key-id [a-z0-9]{8,32}, \
+        org and role [a-z0-9][a-z0-9-]{0,62}. A plaintext token is refused.\n\n\
+        The whole file is checked first; a bad line or a key-id repeated in the file stops the import before \
+        anything is sent. Rows then go to the server in batches, one transaction each. A key-id the database \
+        already knows (live or revoked) refuses its batch, and the error names the line and how many rows \
+        before it were imported."
+    )]
+    Import {
+        /// The JSON Lines file
+        #[arg(long, value_name = "PATH")]
+        file: PathBuf,
+        /// Rows per request (one transaction each on the server)
+        #[arg(
+            long,
+            default_value_t = import::DEFAULT_BATCH_ROWS as u32,
+            value_parser = clap::value_parser!(u32).range(1..=import::MAX_BATCH_ROWS as i64)
+        )]
+        batch_size: u32,
+        /// Print one JSON object instead of text
+        #[arg(long)]
+        json: bool,
+    },
     /// Revoke a key; proxies stop accepting it as soon as they sync
     Revoke {
         /// The key id (the part after `amt_` in the token)
@@ -176,6 +205,37 @@ fn run_keys(args: KeysArgs) -> anyhow::Result<()> {
                 format!("{}\n", serde_json::to_string(&list)?)
             } else {
                 human::render_key_table(&list.keys, unix_now())
+            }
+        }
+        KeysAction::Import {
+            file,
+            batch_size,
+            json,
+        } => {
+            let started = std::time::Instant::now();
+            let summary = import::import_file(
+                &file,
+                usize::try_from(batch_size)?,
+                unix_now(),
+                |rows| client.import_batch(rows),
+                |progress| {
+                    if !json && progress.batches.is_multiple_of(10) {
+                        eprintln!("guardctl: imported {} keys so far", progress.imported);
+                    }
+                },
+            )?;
+            if json {
+                format!("{}\n", serde_json::to_string(&summary)?)
+            } else {
+                let version = summary
+                    .version
+                    .map_or_else(String::new, |v| format!(", key-set version {v}"));
+                format!(
+                    "Imported {} keys in {} batches ({:.1} s{version}).\n",
+                    summary.imported,
+                    summary.batches,
+                    started.elapsed().as_secs_f64()
+                )
             }
         }
         KeysAction::Revoke { key_id, json } => {

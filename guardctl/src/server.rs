@@ -2,7 +2,8 @@
 //! (`/v1/keyset`, in `sync.rs`) and `/healthz`.
 
 use crate::admin_token::{self, AdminTokenCheck};
-use crate::store::{KeyInfo, NewKey, Store, StoreError, READER_POOL_SIZE};
+use crate::import::{self, ImportRequest, ImportResponse};
+use crate::store::{ImportOutcome, KeyInfo, NewKey, Store, StoreError, READER_POOL_SIZE};
 use crate::sync;
 use crate::token;
 use crate::validate;
@@ -161,6 +162,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/v1/keys", post(create_key).get(list_keys))
+        .route(
+            "/v1/keys/import",
+            post(import_keys).layer(DefaultBodyLimit::max(import::MAX_IMPORT_BODY_BYTES)),
+        )
         .route("/v1/keys/{key_id}", delete(revoke_key))
         .route("/v1/keyset", get(sync::keyset))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
@@ -253,6 +258,8 @@ impl AppState {
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    /// For an import batch: the position in `keys` of the row at fault.
+    index: Option<usize>,
 }
 
 impl ApiError {
@@ -260,6 +267,7 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            index: None,
         }
     }
 
@@ -270,15 +278,20 @@ impl ApiError {
     fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, message)
     }
+
+    fn at_row(mut self, index: usize) -> Self {
+        self.index = Some(index);
+        self
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (
-            self.status,
-            Json(serde_json::json!({ "error": self.message })),
-        )
-            .into_response();
+        let body = match self.index {
+            Some(index) => serde_json::json!({ "error": self.message, "index": index }),
+            None => serde_json::json!({ "error": self.message }),
+        };
+        let mut response = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
@@ -418,6 +431,65 @@ async fn list_keys(_: Admin, State(state): State<AppState>) -> Result<Response, 
         body,
     )
         .into_response())
+}
+
+/// `POST /v1/keys/import`: one batch of existing hash rows, all or nothing, in one transaction.
+async fn import_keys(
+    _: Admin,
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ImportResponse>, ApiError> {
+    let body = body.map_err(|rejection| {
+        ApiError::new(
+            rejection.status(),
+            format!(
+                "cannot read request body: {} (at most {} rows and {} MiB per request)",
+                rejection.body_text(),
+                import::MAX_BATCH_ROWS,
+                import::MAX_IMPORT_BODY_BYTES >> 20
+            ),
+        )
+    })?;
+    let request: ImportRequest = serde_json::from_slice(&body)
+        .map_err(|err| ApiError::bad_request(short(format!("invalid request body: {err}"))))?;
+    if request.keys.is_empty() || request.keys.len() > import::MAX_BATCH_ROWS {
+        return Err(ApiError::bad_request(format!(
+            "keys must hold 1 to {} rows",
+            import::MAX_BATCH_ROWS
+        )));
+    }
+    let now = unix_now();
+    let rows = request
+        .keys
+        .into_iter()
+        .enumerate()
+        .map(|(index, row)| {
+            import::check_row(row, now)
+                .map_err(|why| ApiError::bad_request(format!("keys[{index}]: {why}")).at_row(index))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let outcome = {
+        let rows = Arc::new(rows);
+        let batch = Arc::clone(&rows);
+        let outcome = state
+            .write(move |store| store.import_keys(&batch, now))
+            .await?;
+        match outcome {
+            ImportOutcome::Imported { count, version } => Ok((count, version)),
+            ImportOutcome::Duplicate { index } => Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "keys[{index}]: key_id {} is already used in this database (by a live or \
+                     a revoked key, or earlier in this batch); nothing from this batch was imported",
+                    rows[index].key_id
+                ),
+            )
+            .at_row(index)),
+        }
+    };
+    let (imported, version) = outcome?;
+    state.publish_version(version);
+    Ok(Json(ImportResponse { imported, version }))
 }
 
 #[derive(Serialize)]

@@ -7,6 +7,7 @@
 //! readers run while a write commits, and `synchronous=FULL` makes every acknowledged change
 //! durable before the client hears about it.
 
+use crate::import::ImportRow;
 use crate::token::{self, NewToken};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
@@ -102,6 +103,15 @@ pub struct CreatedKey {
     pub info: KeyInfo,
     pub token: NewToken,
     pub version: u64,
+}
+
+/// The outcome of an import batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImportOutcome {
+    /// All rows were committed; `version` is the key-set version after the last one.
+    Imported { count: u64, version: u64 },
+    /// Row `index` reuses a key-id; nothing was written.
+    Duplicate { index: usize },
 }
 
 /// The hash row a proxy needs to authenticate a key.
@@ -233,6 +243,50 @@ impl Store {
         let version = insert_change(&tx, key_id, "revoke")?;
         tx.commit()?;
         Ok(Some(version))
+    }
+
+    /// Adds imported hash rows (already validated) in one transaction: a key row and an
+    /// 'upsert' change each, in the given order. A key-id already used in this database, by a
+    /// live or a revoked key, or twice in `rows`, refuses the whole batch: the outcome names the
+    /// first offending row and nothing is written.
+    pub fn import_keys(&self, rows: &[ImportRow], created_at: i64) -> StoreResult<ImportOutcome> {
+        let mut conn = self.writer();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut version = read_current_version(&tx)?;
+        {
+            let mut taken = tx.prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM keys WHERE key_id = ?1)
+                     OR EXISTS (SELECT 1 FROM changes WHERE key_id = ?1)",
+            )?;
+            let mut insert_key = tx.prepare_cached(
+                "INSERT INTO keys (key_id, sha256, org, role, name, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            let mut insert_change =
+                tx.prepare_cached("INSERT INTO changes (key_id, kind) VALUES (?1, 'upsert')")?;
+            for (index, row) in rows.iter().enumerate() {
+                // Earlier rows of this batch are already inserted, so a repeat is caught too.
+                if taken.query_row([&row.key_id], |r| r.get::<_, bool>(0))? {
+                    return Ok(ImportOutcome::Duplicate { index });
+                }
+                insert_key.execute(params![
+                    row.key_id,
+                    row.sha256,
+                    row.org,
+                    row.role,
+                    row.name.as_deref().unwrap_or(crate::import::DEFAULT_NAME),
+                    created_at,
+                    row.expires_at
+                ])?;
+                insert_change.execute([&row.key_id])?;
+                version = u64::try_from(tx.last_insert_rowid()).unwrap_or(0);
+            }
+        }
+        tx.commit()?;
+        Ok(ImportOutcome::Imported {
+            count: u64::try_from(rows.len()).unwrap_or(u64::MAX),
+            version,
+        })
     }
 
     /// All live keys, oldest first. SQLite gives each new row a rowid above every existing
@@ -466,6 +520,88 @@ pub(crate) mod tests {
         assert_eq!(store.revoke_key("nosuchkey123").unwrap(), None);
         assert_eq!(store.current_version().unwrap(), 3);
         assert_eq!(store.list_keys().unwrap(), vec![b.info]);
+    }
+
+    fn import_row(key_id: &str, sha256: &str) -> ImportRow {
+        ImportRow {
+            key_id: key_id.into(),
+            sha256: sha256.into(),
+            org: "acme".into(),
+            role: "reader".into(),
+            expires_at: Some(1_900_000_000),
+            name: Some("migrated".into()),
+        }
+    }
+
+    #[test]
+    fn import_batches_version_every_row_and_refuse_reused_key_ids() {
+        let (_dir, store) = temp_store();
+        let live = store.create_key(&new_key("live")).unwrap();
+        let gone = store.create_key(&new_key("gone")).unwrap();
+        store.revoke_key(&gone.info.key_id).unwrap();
+        let hash = |n: u8| format!("{n:02x}").repeat(32);
+
+        let rows = vec![
+            import_row("imported01", &hash(1)),
+            import_row("imported02", &hash(2)),
+        ];
+        assert_eq!(
+            store.import_keys(&rows, 1_700_000_100).unwrap(),
+            ImportOutcome::Imported {
+                count: 2,
+                version: 5
+            }
+        );
+        let read = store.changes_since(3, 10).unwrap();
+        assert_eq!(read.current_version, 5);
+        assert_eq!(read.changes.len(), 2);
+        assert_eq!(read.changes[1].key_id, "imported02");
+        assert_eq!(
+            read.changes[1].hash_row,
+            Some(HashRow {
+                sha256: hash(2),
+                org: "acme".into(),
+                role: "reader".into(),
+                expires_at: Some(1_900_000_000),
+            })
+        );
+        let listed = store.list_keys().unwrap();
+        assert_eq!(listed.len(), 3);
+        assert_eq!(listed[2].name, "migrated");
+        assert_eq!(listed[2].created_at, 1_700_000_100);
+
+        // A live key-id, a revoked one, a repeat within the batch: refused, nothing written.
+        for (batch, index) in [
+            (
+                vec![
+                    import_row("imported03", &hash(3)),
+                    import_row(&live.info.key_id, &hash(4)),
+                ],
+                1,
+            ),
+            (vec![import_row(&gone.info.key_id, &hash(5))], 0),
+            (vec![import_row("imported01", &hash(6))], 0),
+            (
+                vec![
+                    import_row("imported04", &hash(7)),
+                    import_row("imported05", &hash(8)),
+                    import_row("imported04", &hash(9)),
+                ],
+                2,
+            ),
+        ] {
+            assert_eq!(
+                store.import_keys(&batch, 1_700_000_200).unwrap(),
+                ImportOutcome::Duplicate { index }
+            );
+        }
+        assert_eq!(store.current_version().unwrap(), 5);
+        assert_eq!(store.key_count().unwrap(), 3);
+        assert!(store
+            .list_keys()
+            .unwrap()
+            .iter()
+            .all(|k| k.key_id != "imported03" && k.key_id != "imported04"));
     }
 
     #[test]

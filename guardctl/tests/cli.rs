@@ -253,3 +253,73 @@ fn unreachable_server_and_missing_token_fail_cleanly() {
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(help.contains("serve") && help.contains("keys"));
 }
+
+/// `guardctl keys import --file`: a JSON Lines file of hash rows, through the binary and a
+/// served database; a bad line or a reused key-id is named by its line.
+#[test]
+fn keys_import_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("state");
+    let server = ServeProcess::start(&data);
+    let row = |key_id: &str| {
+        format!(
+            r#"{{"key_id":"{key_id}","sha256":"{}","org":"demo","role":"member","name":"old store"}}"#,
+            "0a".repeat(32)
+        )
+    };
+    let rows: Vec<String> = (0..25).map(|i| row(&format!("imported{i:04}"))).collect();
+    let file = dir.path().join("rows.jsonl");
+    std::fs::write(&file, rows.join("\n") + "\n").unwrap();
+    let file_arg = file.to_str().unwrap();
+
+    let summary: Value = serde_json::from_str(&stdout(&keys(
+        &server,
+        &data,
+        &["import", "--file", file_arg, "--batch-size", "10", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(summary["imported"], 25);
+    assert_eq!(summary["batches"], 3);
+    assert_eq!(summary["version"], 25);
+    let listed: Value =
+        serde_json::from_str(&stdout(&keys(&server, &data, &["list", "--json"]))).unwrap();
+    assert_eq!(listed["keys"].as_array().unwrap().len(), 25);
+    assert_eq!(listed["keys"][3]["name"], "old store");
+
+    // Importing again: the first batch is refused, naming line 1; nothing more is written.
+    let again = keys(&server, &data, &["import", "--file", file_arg]);
+    assert!(!again.status.success());
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("line 1: server answered 409"), "{err}");
+    assert!(
+        err.contains("The 0 rows before line 1 were imported"),
+        "{err}"
+    );
+
+    // A bad line stops the import before anything is sent.
+    let mut fresh: Vec<String> = (0..5).map(|i| row(&format!("fresh{i:04}abc"))).collect();
+    fresh.insert(
+        3,
+        r#"{"key_id":"fresh9999abc","sha256":"nothex","org":"demo","role":"member"}"#.into(),
+    );
+    std::fs::write(&file, fresh.join("\n")).unwrap();
+    let bad = keys(&server, &data, &["import", "--file", file_arg]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("line 4: sha256 must be 64 hex digits"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was imported"), "{err}");
+    let text = stdout(&keys(&server, &data, &["list", "--json"]));
+    assert!(!text.contains("fresh0000abc"), "{text}");
+
+    let help = Command::new(BIN)
+        .args(["keys", "import", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("JSON Lines"), "{help}");
+    assert!(help.contains("--batch-size"), "{help}");
+    drop(server);
+}

@@ -471,3 +471,132 @@ fn open_file_limit() -> usize {
         })
         .unwrap_or(1024)
 }
+
+/// `POST /v1/keys/import` through the real server: batches of hash rows become keys the sync API
+/// serves and a token then matches; bad rows and reused key-ids are refused naming the row.
+#[test]
+fn import_hash_rows_in_batches() {
+    use guardctl::import::{self, ImportRow};
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&db_in(&dir));
+    let client = server.client();
+    let existing = client.create_key(&params("existing")).unwrap();
+    let import_url = format!("{}/v1/keys/import", server.url);
+    let token = Some(server.admin_token.as_str());
+
+    // 2,000 rows (well above the 64 KiB body limit of the other admin requests), in two batches.
+    let tokens: Vec<String> = (0..2000)
+        .map(|i| format!("amt_imp{i:08}_{}", "S".repeat(40)))
+        .collect();
+    let rows: Vec<ImportRow> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, token)| ImportRow {
+            key_id: format!("imp{i:08}"),
+            sha256: sha256_hex(token.as_bytes()).to_uppercase(),
+            org: "acme".into(),
+            role: "reader".into(),
+            expires_at: (i % 2 == 0).then_some(4_000_000_000),
+            name: (i == 0).then(|| "first imported".to_string()),
+        })
+        .collect();
+    let first = client.import_batch(&rows[..1500]).unwrap();
+    assert_eq!((first.imported, first.version), (1500, 1501));
+    let second = client.import_batch(&rows[1500..]).unwrap();
+    assert_eq!((second.imported, second.version), (500, 2001));
+
+    let listed = client.list_keys().unwrap().keys;
+    assert_eq!(listed.len(), 2001);
+    assert_eq!(listed[0].key_id, existing.key_id);
+    assert_eq!(listed[1].name, "first imported");
+    assert_eq!(listed[2].name, import::DEFAULT_NAME);
+    assert_eq!(listed[1].expires_at, Some(4_000_000_000));
+    assert_eq!(listed[2].expires_at, None);
+
+    // The sync API pages the imported rows like created ones, hashes lower-cased.
+    let page = keyset(&server, 1, 0);
+    assert_eq!(page["version"], 1001);
+    assert_eq!(page["more"], true);
+    let upsert = &page["upserts"][0];
+    assert_eq!(upsert["key_id"], "imp00000000");
+    assert_eq!(upsert["sha256"], sha256_hex(tokens[0].as_bytes()));
+    assert_eq!(upsert["version"], 2);
+    assert_eq!(upsert["expires_at"], 4_000_000_000u64);
+
+    // A reused key-id (live, revoked, or twice in the batch) refuses the batch with 409 and
+    // the index of the row; nothing of it is written.
+    client.revoke_key("imp00000005").unwrap();
+    let fresh = |key_id: &str| serde_json::json!({"key_id": key_id, "sha256": "ab".repeat(32), "org": "acme", "role": "reader"});
+    for (keys, index) in [
+        (vec![fresh("newkey0001"), fresh(&existing.key_id)], 1),
+        (vec![fresh("newkey0001"), fresh("imp00000005")], 1),
+        (vec![fresh("imp00000007")], 0),
+        (
+            vec![
+                fresh("newkey0001"),
+                fresh("newkey0002"),
+                fresh("newkey0001"),
+            ],
+            2,
+        ),
+    ] {
+        let body = serde_json::json!({ "keys": keys }).to_string();
+        let (status, answer) = post_json(&import_url, token, &body);
+        assert_eq!(status, 409, "{answer}");
+        assert_eq!(answer["index"], index, "{answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains("already used"),
+            "{answer}"
+        );
+    }
+    assert_eq!(client.list_keys().unwrap().keys.len(), 2000);
+
+    // Bad rows: 400 naming the row; plaintext tokens and unknown fields refused.
+    let plaintext = &tokens[0];
+    for (row, index) in [
+        (
+            serde_json::json!({"key_id": "short", "sha256": "ab".repeat(32), "org": "acme", "role": "r"}),
+            0,
+        ),
+        (
+            serde_json::json!({"key_id": "newkey0003", "sha256": "xyz", "org": "acme", "role": "r"}),
+            0,
+        ),
+        (
+            serde_json::json!({"key_id": "newkey0003", "sha256": "ab".repeat(32), "org": "Acme", "role": "r"}),
+            0,
+        ),
+        (
+            serde_json::json!({"key_id": "newkey0003", "sha256": "ab".repeat(32), "org": "acme", "role": "r", "expires_at": -1}),
+            0,
+        ),
+        (
+            serde_json::json!({"key_id": "newkey0003", "sha256": "ab".repeat(32), "org": "acme", "role": "r", "name": format!("k {plaintext}")}),
+            0,
+        ),
+    ] {
+        let body = serde_json::json!({ "keys": [fresh("newkey0004"), row] }).to_string();
+        let (status, answer) = post_json(&import_url, token, &body);
+        assert_eq!(status, 400, "{answer}");
+        assert_eq!(answer["index"], 1 + index, "{answer}");
+        assert!(!answer.to_string().contains(plaintext.as_str()), "{answer}");
+    }
+    for body in [
+        serde_json::json!({"keys": []}).to_string(),
+        format!(
+            r#"{{"keys":[{{"key_id":"newkey0003","sha256":"{}","org":"a","role":"r","token":"{plaintext}"}}]}}"#,
+            "ab".repeat(32)
+        ),
+        "not json".to_string(),
+    ] {
+        let (status, answer) = post_json(&import_url, token, &body);
+        assert_eq!(status, 400, "{answer}");
+        assert!(!answer.to_string().contains(plaintext.as_str()), "{answer}");
+    }
+    let (status, _) = post_json(&import_url, None, r#"{"keys":[]}"#);
+    assert_eq!(status, 401);
+    let (status, _) = post_json(&import_url, Some("wrong"), r#"{"keys":[]}"#);
+    assert_eq!(status, 401);
+    assert_eq!(client.list_keys().unwrap().keys.len(), 2000);
+    server.stop();
+}
