@@ -28,6 +28,8 @@ struct RawConfig {
     realm: String,
     #[serde(default)]
     mode: Mode,
+    #[serde(default)]
+    policy_version: u32,
     #[serde(default = "default_max_body_bytes")]
     max_body_bytes: usize,
     #[serde(default = "default_max_json_depth")]
@@ -127,6 +129,9 @@ pub struct Config {
     pub challenge: String,
     pub keys: Keys,
     pub mode: Mode,
+    /// An operator-chosen number for this configuration, exported as a gauge so a rollout can
+    /// be followed proxy by proxy.
+    pub policy_version: u32,
     pub max_body_bytes: usize,
     /// POSTs whose path starts with one of these get their body inspected.
     pub inspect_path_prefixes: Vec<String>,
@@ -249,6 +254,7 @@ impl TryFrom<RawConfig> for Config {
             retry_after_seconds: raw.retry_after_seconds,
             challenge: format!("Bearer realm=\"{}\"", raw.realm),
             mode: raw.mode,
+            policy_version: raw.policy_version,
             max_body_bytes: raw.max_body_bytes,
             inspect_path_prefixes: raw.inspect_path_prefixes,
             inspect,
@@ -313,6 +319,7 @@ mod tests {
         assert!(!config.keep_authorization);
         assert_eq!(config.challenge, "Bearer realm=\"mcp\"");
         assert_eq!(config.max_staleness_ms, None, "default: keep serving");
+        assert_eq!(config.policy_version, 0);
         let bounded = parse(
             r#"{"org":"demo","keyset_cluster":"g","long_poll_ms":10000,"max_staleness_ms":15000}"#,
         )

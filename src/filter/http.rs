@@ -26,7 +26,19 @@ use crate::streams::{LiveStreams, Stopped};
 const STATE_KEY_ID: &str = "mcp_guard.key_id";
 const STATE_ORG: &str = "mcp_guard.org";
 const STATE_ROLE: &str = "mcp_guard.role";
-pub(super) const STATE_DENIED: &str = "mcp_guard.denied";
+/// What the filter decided: `allow`, `deny` (401/400/503 answered by the filter), `block` (body
+/// policy), `audit` (body policy would block; forwarded), `reset` (stopped in flight).
+const STATE_DECISION: &str = "mcp_guard.decision";
+/// Why, for every decision but `allow`: the deny reason code or the body rule.
+const STATE_REASON: &str = "mcp_guard.reason";
+
+/// Records the decision (and its reason) in filter state, for the access log.
+pub(super) fn record_decision(decision: &str, reason: Option<&str>) {
+    let _ = hostcalls::set_property(vec![STATE_DECISION], Some(decision.as_bytes()));
+    if let Some(reason) = reason {
+        let _ = hostcalls::set_property(vec![STATE_REASON], Some(reason.as_bytes()));
+    }
+}
 
 pub struct GuardHttp {
     context_id: u32,
@@ -248,10 +260,11 @@ impl GuardHttp {
             );
         }
         if audit {
+            record_decision("audit", Some(rejection.rule));
             return Action::Continue;
         }
         self.forget();
-        let _ = hostcalls::set_property(vec![STATE_DENIED], Some(rejection.rule.as_bytes()));
+        record_decision("block", Some(rejection.rule));
         let headers = vec![("content-type", "application/json")];
         if hostcalls::send_http_response(rejection.status, headers, Some(rejection.body.as_bytes()))
             .is_err()
@@ -276,6 +289,7 @@ impl GuardHttp {
         {
             let _ = hostcalls::set_property(vec![name], Some(value.as_bytes()));
         }
+        record_decision("allow", None);
         if let Some(metrics) = &self.metrics {
             metrics.allowed();
         }
@@ -316,7 +330,7 @@ pub(super) fn deny(
             ),
         );
     }
-    let _ = hostcalls::set_property(vec![STATE_DENIED], Some(reason.code().as_bytes()));
+    record_decision("deny", Some(reason.code()));
     if let Some(key_id) = key_id {
         let _ = hostcalls::set_property(vec![STATE_KEY_ID], Some(key_id.as_bytes()));
     }

@@ -5,7 +5,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, LogLevel};
 
 use super::host::{log, log_enabled, now_ms, HostStore};
-use super::http::{deny, STATE_DENIED};
+use super::http::{deny, record_decision};
 use super::metrics::Metrics;
 use crate::config::Config;
 use crate::keyset::state::ServingState;
@@ -52,7 +52,7 @@ pub fn stop(stopped: &Stopped, config: Option<&Config>, metrics: Option<&Metrics
                 );
             }
             // The access log says why the stream ended.
-            let _ = hostcalls::set_property(vec![STATE_DENIED], Some(reason.code().as_bytes()));
+            record_decision("reset", Some(reason.code()));
             let _ = hostcalls::reset_http_request();
             Action::Pause
         }

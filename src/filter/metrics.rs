@@ -18,6 +18,8 @@ pub struct Metrics {
     sync_ok: u32,
     sync_failed: u32,
     linear_memory_bytes: u32,
+    policy_version: u32,
+    audit_mode: u32,
     bodies_inspected: u32,
     /// Per-rule counters of the body policy, defined on first use (rules come from config too).
     rule_counters: RefCell<HashMap<String, u32>>,
@@ -42,6 +44,8 @@ impl Metrics {
             sync_ok: counter("mcp_guard.sync.succeeded")?,
             sync_failed: counter("mcp_guard.sync.failed")?,
             linear_memory_bytes: gauge("mcp_guard.vm.linear_memory_bytes")?,
+            policy_version: gauge("mcp_guard.config.policy_version")?,
+            audit_mode: gauge("mcp_guard.config.audit_mode")?,
             bodies_inspected: counter("mcp_guard.body.inspected")?,
             rule_counters: RefCell::default(),
         })
@@ -54,6 +58,11 @@ impl Metrics {
         if let Some(i) = DenyReason::ALL.iter().position(|r| *r == reason) {
             let _ = hostcalls::increment_metric(self.denied[i], 1);
         }
+    }
+    /// What configuration this proxy runs: which `policy_version`, and 1 when in audit mode.
+    pub fn configuration(&self, policy_version: u32, audit: bool) {
+        let _ = hostcalls::record_metric(self.policy_version, u64::from(policy_version));
+        let _ = hostcalls::record_metric(self.audit_mode, u64::from(audit));
     }
     pub fn stream_reset(&self, reason: DenyReason) {
         if let Some(i) = DenyReason::ALL.iter().position(|r| *r == reason) {

@@ -17,7 +17,7 @@ use super::host::{log, now_ms, HostStore};
 use super::http::GuardHttp;
 use super::inflight::{key_set_now, lookup_now, stop};
 use super::metrics::Metrics;
-use crate::config::{Config, LONG_POLL_SLACK_MS};
+use crate::config::{Config, Mode, LONG_POLL_SLACK_MS};
 use crate::keyset::state::{next_owner_id, Lease, ServingState};
 use crate::keyset::sync::{apply_page, next_since, parse_page, Outcome};
 use crate::streams::LiveStreams;
@@ -79,6 +79,9 @@ impl GuardRoot {
             self.metrics = Some(Rc::new(metrics));
         }
         hostcalls::set_tick_period(TICK).map_err(|s| format!("cannot set tick: {s:?}"))?;
+        if let Some(metrics) = &self.metrics {
+            metrics.configuration(config.policy_version, config.mode == Mode::Audit);
+        }
         self.config = Some(Rc::new(config));
         self.sync = SyncLoop::default();
         Ok(())
@@ -299,9 +302,16 @@ impl RootContext for GuardRoot {
     fn on_configure(&mut self, _: usize) -> bool {
         match self.configure() {
             Ok(()) => {
+                let (policy_version, mode) = self
+                    .config
+                    .as_ref()
+                    .map_or((0, Mode::Enforce), |c| (c.policy_version, c.mode));
                 log(
                     LogLevel::Info,
-                    &format!("mcp-guard: configured (context {})", self.context_id),
+                    &format!(
+                        "mcp-guard: configured (context {}, policy_version {policy_version}, mode {mode:?})",
+                        self.context_id
+                    ),
                 );
                 true
             }

@@ -64,6 +64,8 @@ fn a_valid_key_reaches_the_upstream_with_identity_headers_and_no_credentials() {
     assert_eq!(entry["key_id"], key.key_id.as_str());
     assert_eq!(entry["org"], "demo");
     assert_eq!(entry["role"], "member");
+    assert_eq!(entry["decision"], "allow");
+    assert_eq!(entry["reason"], Value::Null);
     assert_eq!(
         entry["request_id"],
         request_id.as_str(),
@@ -448,4 +450,38 @@ fn a_trapped_vm_fails_closed() {
         reached,
         "a request passed the dead filter"
     );
+}
+
+#[test]
+fn the_policy_version_and_mode_each_proxy_runs_are_in_its_stats() {
+    let audit = Stack::start_with("policy-version", |options| {
+        options.plugin_config = Some(
+            r#"{"org":"demo","keyset_cluster":"guardctl","mode":"audit","policy_version":42}"#
+                .into(),
+        );
+    });
+    assert_eq!(audit.envoy.stat("mcp_guard.config.policy_version"), 42);
+    assert_eq!(audit.envoy.stat("mcp_guard.config.audit_mode"), 1);
+    let log = audit.envoy.process.log_text();
+    assert!(log.contains("policy_version 42, mode Audit"), "{log}");
+    // The name README gives for Prometheus queries.
+    let prometheus = Request::get("/stats/prometheus")
+        .send(audit.envoy.admin_port)
+        .body;
+    assert!(
+        prometheus
+            .lines()
+            .any(|l| l.starts_with("mcp_guard_config_policy_version{") && l.ends_with(" 42")),
+        "{}",
+        prometheus
+            .lines()
+            .filter(|l| l.contains("mcp_guard"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
+    let enforce = Stack::start("policy-version-default");
+    let stats = enforce.envoy.stats();
+    assert_eq!(stats.get("mcp_guard.config.policy_version"), Some(&0));
+    assert_eq!(stats.get("mcp_guard.config.audit_mode"), Some(&0));
 }

@@ -195,6 +195,29 @@ fn idle_sse_streams_are_cut_within_a_second_of_revocation_and_new_requests_get_4
         "401 latencies {refused_after:?}"
     );
     assert!(stack.envoy.stat("mcp_guard.streams.reset.revoked") >= 5);
+    // The access log says how each cut stream ended, and why.
+    wait_until(
+        "the cut streams' access log lines",
+        Duration::from_secs(5),
+        || {
+            access_log(&stack)
+                .iter()
+                .filter(|entry| entry["decision"] == "reset" && entry["reason"] == "revoked")
+                .count()
+                >= 5
+        },
+    );
+}
+
+/// The JSON access-log lines of the stack's Envoy.
+fn access_log(stack: &Stack) -> Vec<serde_json::Value> {
+    stack
+        .envoy
+        .process
+        .log_text()
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
 }
 
 #[test]
@@ -273,6 +296,15 @@ fn a_tool_call_whose_answer_has_not_started_gets_401_instead() {
         "the 401 came only after {elapsed:?}: the upstream's answer was awaited"
     );
     assert!(stack.envoy.stat("mcp_guard.requests.denied.revoked") >= 1);
+    wait_until("the access log line", Duration::from_secs(5), || {
+        access_log(&stack).iter().any(|entry| {
+            entry["path"] == "/api/mcp-json"
+                && entry["status"] == 401
+                && entry["decision"] == "deny"
+                && entry["reason"] == "revoked"
+                && entry["key_id"] == key.key_id.as_str()
+        })
+    });
 }
 
 #[test]
