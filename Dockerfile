@@ -15,8 +15,8 @@ RUN cargo build --locked --profile native-release -p guardctl -p mcp-demo-server
  && install -D -m 0755 target/native-release/mcp-demo-server /out/mcp-demo-server
 
 # ---- guardctl: the control plane ---------------------------------------------------------------
-# debian-slim rather than distroless: the Kubernetes manifest's init container uses its /bin/sh
-# and `install` to place the admin token.
+# debian-slim rather than distroless: a shell in the image lets an operator run
+# `kubectl exec ... -- guardctl keys list` and inspect the data folder.
 FROM debian:bookworm-slim AS guardctl
 RUN groupadd --system --gid 10001 guardctl \
  && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/guardctl --shell /usr/sbin/nologin guardctl \

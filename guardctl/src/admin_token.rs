@@ -82,14 +82,21 @@ fn read_token_file(path: &Path) -> anyhow::Result<String> {
         );
     }
     if let Ok(meta) = fs::metadata(path) {
-        if meta.permissions().mode() & 0o077 != 0 {
-            eprintln!(
-                "guardctl: warning: {} is readable by other users; run chmod 600 on it",
-                path.display()
+        if too_open(meta.permissions().mode()) {
+            tracing::warn!(
+                path = %path.display(),
+                mode = format!("{:o}", meta.permissions().mode() & 0o777),
+                "the admin token file is open to other users; run chmod 600 on it"
             );
         }
     }
     Ok(token.to_string())
+}
+
+/// Any access for others, or write access for the group. Group read is allowed: that is how a
+/// Kubernetes Secret reaches a non-root pod (mode 0440, group = the pod's fsGroup).
+fn too_open(mode: u32) -> bool {
+    mode & 0o027 != 0
 }
 
 /// Checks presented admin tokens without revealing, through timing, how much of one matched.
@@ -165,6 +172,19 @@ mod tests {
             data_dir_of(Path::new("/var/lib/g/x.db")),
             PathBuf::from("/var/lib/g")
         );
+    }
+
+    #[test]
+    fn only_group_read_is_tolerated() {
+        assert!(!too_open(0o600));
+        assert!(!too_open(0o400));
+        assert!(
+            !too_open(0o440),
+            "a Kubernetes Secret mounted for an fsGroup"
+        );
+        assert!(too_open(0o660));
+        assert!(too_open(0o604));
+        assert!(too_open(0o644));
     }
 
     #[test]

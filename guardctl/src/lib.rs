@@ -8,6 +8,8 @@ pub mod admin_token;
 pub mod client;
 pub mod human;
 pub mod import;
+pub mod logging;
+pub mod metrics;
 pub mod server;
 pub mod store;
 pub mod sync;

@@ -4,21 +4,96 @@ use clap::{Args, Parser, Subcommand};
 use guardctl::client::{self, AdminClient, CreateKeyParams};
 use guardctl::human;
 use guardctl::import;
+use guardctl::logging::{self, LogFormat};
 use guardctl::server::{self, ServeConfig, DEFAULT_SYNC_PAGE_SIZE};
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// `guardctl --help`, laid out like kubectl's: what it is, commands by group, examples, usage.
+/// (clap cannot group subcommands; `tests::root_help_lists_every_command` keeps this list true.)
+const ROOT_HELP: &str = "\
+{about-with-newline}
+Server Commands:
+  serve          Run the control plane: admin API, key-set sync API, /healthz, /readyz, /metrics
+
+Key Commands (through a running server, with the admin token):
+  keys create    Issue a new API key and print its token (shown only this once)
+  keys list      List the live keys (never tokens or hashes)
+  keys revoke    Revoke a key; proxies stop accepting it at their next sync
+  keys import    Import existing hash rows (SHA-256 of each token) from a JSON Lines file
+
+Other Commands:
+  help           Print this message or the help of the given command
+
+Examples:
+  # Start the server; on first start it writes an admin token next to the database
+  guardctl serve --listen 0.0.0.0:8081 --db /var/lib/guardctl/guard.db
+
+  # The same, configured by environment, with JSON logs for a log collector
+  GUARDCTL_LISTEN=0.0.0.0:8081 GUARDCTL_DB=/var/lib/guardctl/guard.db GUARDCTL_LOG_FORMAT=json guardctl serve
+
+  # Issue a key for org acme, valid 90 days; print it as JSON
+  guardctl keys create --org acme --role member --name \"ci bot\" --expires-in 90d --json
+
+  # List the keys, then revoke one
+  guardctl keys list
+  guardctl keys revoke k3x9a0b1c2d3
+
+  # Talk to a server elsewhere
+  GUARDCTL_SERVER=http://guardctl.mcp-guard:8081 GUARDCTL_ADMIN_TOKEN_FILE=./admin-token guardctl keys list
+
+Usage:
+  guardctl <command> [options]
+
+Options:
+{options}
+
+Use \"guardctl <command> --help\" for more information about a command.
+";
+
+const SERVE_EXAMPLES: &str = "\
+Examples:
+  # Local: database and admin token in ./.data, on 127.0.0.1:8081
+  guardctl serve
+
+  # In a container: every flag by environment, JSON logs, the admin token from a mounted Secret
+  GUARDCTL_LISTEN=0.0.0.0:8081 \\
+  GUARDCTL_DB=/var/lib/guardctl/guard.db \\
+  GUARDCTL_ADMIN_TOKEN_FILE=/run/secrets/guardctl/admin-token \\
+  GUARDCTL_LOG_FORMAT=json guardctl serve
+
+  # Log every sync request too
+  guardctl serve --log-level debug
+
+Endpoints: /v1/keys (admin API, admin token), /v1/keyset (sync API), /healthz (liveness),
+/readyz (readiness: the database answers and the server is not stopping), /metrics (Prometheus).
+SIGTERM or SIGINT: /readyz turns 503, waiting long-polls are answered at once, then it exits 0.";
+
+const KEYS_EXAMPLES: &str = "\
+Examples:
+  # Issue a key; the token is printed once and never stored
+  guardctl keys create --org acme --role member --name \"ci bot\" --expires-in 90d
+
+  # List the live keys as JSON
+  guardctl keys list --json
+
+  # Revoke a key by its id (the part after amt_ in the token)
+  guardctl keys revoke k3x9a0b1c2d3
+
+  # Move an existing key store in (hash rows, never tokens)
+  guardctl keys import --file rows.jsonl
+
+Use \"guardctl keys <command> --help\" for more information about a command.";
+
 #[derive(Parser)]
 #[command(
     name = "guardctl",
     version,
-    about = "Control plane for mcp-guard: issues API keys and serves their hashes to the proxies",
-    long_about = "Control plane for mcp-guard.\n\n\
-        `guardctl serve` keeps the API keys in SQLite (hashes only; a token is shown once, at \
-        creation) and serves two HTTP APIs: the admin API used by `guardctl keys`, and the \
-        key-set sync API that every mcp-guard proxy long-polls.\n\n\
-        `guardctl keys` creates, lists, revokes and bulk-imports keys through a running server.",
+    about = "guardctl controls mcp-guard's API keys: it issues them, keeps their SHA-256 hashes in \
+        SQLite and serves them to every mcp-guard proxy.\n\n\
+        Find more information at: README.md (section \"guardctl\") and docs/protocol.md",
+    help_template = ROOT_HELP,
     propagate_version = true
 )]
 struct Cli {
@@ -28,9 +103,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the control-plane server (admin API and key-set sync API)
+    /// Run the control plane: admin API, key-set sync API, /healthz, /readyz, /metrics
+    #[command(after_help = SERVE_EXAMPLES)]
     Serve(ServeArgs),
     /// Create, list, revoke and import API keys through a running server
+    #[command(after_help = KEYS_EXAMPLES)]
     Keys(KeysArgs),
 }
 
@@ -40,9 +117,14 @@ struct ServeArgs {
     #[arg(long, env = "GUARDCTL_LISTEN", default_value = "127.0.0.1:8081")]
     listen: String,
 
-    /// SQLite database; its folder also holds the admin token file `admin-token`
+    /// SQLite database (created if missing)
     #[arg(long, env = "GUARDCTL_DB", default_value = ".data/guard.db")]
     db: PathBuf,
+
+    /// Admin token file, read at start and created (mode 0600, random token) if missing
+    /// [default: admin-token in the folder of --db]
+    #[arg(long, env = "GUARDCTL_ADMIN_TOKEN_FILE", value_name = "PATH")]
+    admin_token_file: Option<PathBuf>,
 
     /// Most changes sent in one key-set sync answer
     #[arg(
@@ -52,6 +134,27 @@ struct ServeArgs {
         value_parser = clap::value_parser!(u32).range(1..=100_000)
     )]
     sync_page_size: u32,
+
+    /// Log lines as text (for people) or JSON objects (for log collectors), on stderr
+    #[arg(
+        long,
+        env = "GUARDCTL_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text,
+        help_heading = "Logging"
+    )]
+    log_format: LogFormat,
+
+    /// Which events to log, in RUST_LOG form: error, warn, info, debug (adds every sync
+    /// request), or per module such as guardctl=debug,warn
+    #[arg(
+        long,
+        env = "GUARDCTL_LOG",
+        default_value = logging::DEFAULT_LEVEL,
+        value_name = "FILTER",
+        help_heading = "Logging"
+    )]
+    log_level: String,
 }
 
 #[derive(Args)]
@@ -153,7 +256,7 @@ enum KeysAction {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => run_serve(args),
+        Command::Serve(args) => return run_serve(args),
         Command::Keys(args) => run_keys(args),
     };
     match result {
@@ -165,15 +268,30 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+fn run_serve(args: ServeArgs) -> ExitCode {
+    if let Err(err) = logging::init(args.log_format, &args.log_level) {
+        eprintln!("guardctl: error: {err:#}");
+        return ExitCode::FAILURE;
+    }
+    let served = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?;
-    let config = ServeConfig {
-        db_path: args.db,
-        sync_page_size: usize::try_from(args.sync_page_size)?,
-    };
-    runtime.block_on(server::serve(&args.listen, config))
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| {
+            let config = ServeConfig {
+                db_path: args.db,
+                sync_page_size: usize::try_from(args.sync_page_size)?,
+                admin_token_file: args.admin_token_file,
+            };
+            runtime.block_on(server::serve(&args.listen, config))
+        });
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn run_keys(args: KeysArgs) -> anyhow::Result<()> {
@@ -270,4 +388,87 @@ fn unix_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|elapsed| i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// The hand-written command groups of `guardctl --help` name every real command.
+    #[test]
+    fn root_help_lists_every_command() {
+        let root = Cli::command();
+        for command in root.get_subcommands() {
+            let name = command.get_name();
+            assert!(ROOT_HELP.contains(&format!("\n  {name} ")), "{name}");
+            for action in command.get_subcommands() {
+                let full = format!("\n  {name} {}", action.get_name());
+                assert!(ROOT_HELP.contains(&full), "{full}");
+            }
+        }
+        let listed = ROOT_HELP
+            .lines()
+            .skip_while(|line| !line.ends_with("Commands:"))
+            .take_while(|line| !line.starts_with("Examples:"))
+            .filter(|line| line.starts_with("  ") && !line.starts_with("   "))
+            .filter_map(|line| line.split_whitespace().next())
+            .filter(|name| *name != "help")
+            .collect::<Vec<_>>();
+        for name in listed {
+            assert!(
+                root.find_subcommand(name).is_some(),
+                "{name} is not a command"
+            );
+        }
+    }
+
+    #[test]
+    fn serve_flags_have_environment_variables() {
+        let root = Cli::command();
+        let serve = root.find_subcommand("serve").unwrap();
+        for arg in serve.get_arguments() {
+            if arg.get_id() == "help" || arg.get_id() == "version" {
+                continue;
+            }
+            let env = arg.get_env().map(|env| env.to_string_lossy().into_owned());
+            assert!(
+                env.as_deref()
+                    .is_some_and(|env| env.starts_with("GUARDCTL_")),
+                "--{} has no GUARDCTL_* variable",
+                arg.get_id()
+            );
+        }
+    }
+
+    #[test]
+    fn serve_flags_parse_from_the_environment_names() {
+        let cli = Cli::try_parse_from([
+            "guardctl",
+            "serve",
+            "--log-format",
+            "json",
+            "--log-level",
+            "guardctl=debug",
+            "--admin-token-file",
+            "/run/secrets/admin-token",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve");
+        };
+        assert_eq!(args.log_format, LogFormat::Json);
+        assert_eq!(args.log_level, "guardctl=debug");
+        assert_eq!(
+            args.admin_token_file,
+            Some(PathBuf::from("/run/secrets/admin-token"))
+        );
+        assert!(Cli::try_parse_from(["guardctl", "serve", "--log-format", "xml"]).is_err());
+    }
 }

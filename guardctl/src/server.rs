@@ -1,8 +1,9 @@
 //! `guardctl serve`: the HTTP listener with the admin API (`/v1/keys`), the key-set sync API
-//! (`/v1/keyset`, in `sync.rs`) and `/healthz`.
+//! (`/v1/keyset`, in `sync.rs`), `/healthz`, `/readyz` and `/metrics` (in `metrics.rs`).
 
 use crate::admin_token::{self, AdminTokenCheck};
 use crate::import::{self, ImportRequest, ImportResponse};
+use crate::metrics::{self, Metrics, Snapshot};
 use crate::store::{ImportOutcome, KeyInfo, NewKey, Store, StoreError, READER_POOL_SIZE};
 use crate::sync;
 use crate::token;
@@ -10,38 +11,59 @@ use crate::validate;
 use anyhow::Context;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
+use axum::extract::{
+    ConnectInfo, DefaultBodyLimit, FromRequestParts, MatchedPath, Path, Request, State,
+};
 use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
+use tracing::{error, info, warn};
 
 /// Create requests are a few hundred bytes; anything much larger is a mistake or an attack.
 const MAX_ADMIN_BODY_BYTES: usize = 64 * 1024;
 /// Default number of changes in one sync page.
 pub const DEFAULT_SYNC_PAGE_SIZE: u32 = 1000;
+/// `/readyz` and `/metrics` give the database this long to answer a read.
+const PROBE_READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What `serve` needs besides the listener.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub db_path: PathBuf,
     pub sync_page_size: usize,
+    /// The admin token file, read at start (created, mode 0600, if missing). `None`: the file
+    /// `admin-token` in the folder of `db_path`.
+    pub admin_token_file: Option<PathBuf>,
+}
+
+impl ServeConfig {
+    pub fn new(db_path: impl Into<PathBuf>) -> Self {
+        ServeConfig {
+            db_path: db_path.into(),
+            sync_page_size: DEFAULT_SYNC_PAGE_SIZE as usize,
+            admin_token_file: None,
+        }
+    }
 }
 
 /// A server whose database and admin token are ready; `run` starts answering requests.
 pub struct Server {
     state: AppState,
     admin_token_path: PathBuf,
-    stop_long_polls: watch::Sender<bool>,
+    stopping: watch::Sender<bool>,
 }
 
 impl Server {
@@ -49,18 +71,22 @@ impl Server {
     pub fn open(config: &ServeConfig) -> anyhow::Result<Server> {
         let data_dir = admin_token::data_dir_of(&config.db_path);
         admin_token::ensure_data_dir(&data_dir)?;
-        let admin_token_path = data_dir.join(admin_token::ADMIN_TOKEN_FILE);
+        let admin_token_path = config
+            .admin_token_file
+            .clone()
+            .unwrap_or_else(|| data_dir.join(admin_token::ADMIN_TOKEN_FILE));
         let admin_token = admin_token::load_or_create(&admin_token_path)?;
         let store = Store::open(&config.db_path)
             .with_context(|| format!("cannot open database {}", config.db_path.display()))?;
         let version = store.current_version()?;
         let (versions, _) = watch::channel(version);
-        let (stop_long_polls, long_polls_stopped) = watch::channel(false);
+        let (stopping, stopping_rx) = watch::channel(false);
         let state = AppState(Arc::new(Shared {
             store: Arc::new(store),
             admin: AdminTokenCheck::new(&admin_token),
             versions,
-            long_polls_stopped,
+            stopping: stopping_rx,
+            metrics: Metrics::default(),
             sync_page_size: config.sync_page_size.max(1),
             read_permits: Semaphore::new(READER_POOL_SIZE),
             write_permits: Semaphore::new(1),
@@ -68,7 +94,7 @@ impl Server {
         Ok(Server {
             state,
             admin_token_path,
-            stop_long_polls,
+            stopping,
         })
     }
 
@@ -76,8 +102,9 @@ impl Server {
         &self.admin_token_path
     }
 
-    /// Serves on `listener` until `shutdown` completes, then stops gracefully: pending long-polls
-    /// are answered at once (as if their wait ran out) and in-flight requests finish.
+    /// Serves on `listener` until `shutdown` completes, then stops gracefully: `/readyz` turns
+    /// 503, pending long-polls are answered at once (as if their wait ran out, so proxies poll
+    /// again after the restart) and in-flight requests finish.
     pub async fn run(
         self,
         listener: TcpListener,
@@ -90,26 +117,40 @@ impl Server {
         })
         .await??;
         let address = listener.local_addr()?;
-        let plural = if keys == 1 { "" } else { "s" };
-        eprintln!(
-            "guardctl: listening on http://{address} (db {}, version {version}, {keys} key{plural})",
-            state.0.store.path().display()
+        // The e2e harness and tests find the port in "listening on http://<address>": keep it.
+        info!(
+            listen = %address,
+            db = %state.0.store.path().display(),
+            epoch = state.epoch(),
+            version,
+            keys,
+            guardctl_version = env!("CARGO_PKG_VERSION"),
+            "listening on http://{address}"
         );
-        let stop_long_polls = self.stop_long_polls;
+        let stopping = self.stopping;
+        let shutdown_state = state.clone();
         let on_shutdown = async move {
             shutdown.await;
-            eprintln!("guardctl: shutting down");
-            stop_long_polls.send_replace(true);
+            // One flag turns /readyz to 503 and releases every waiting long-poll.
+            stopping.send_replace(true);
+            info!(
+                long_polls = shutdown_state.0.metrics.long_polls(),
+                "shutting down: answering waiting long-polls"
+            );
         };
-        axum::serve(listener, router(state))
+        let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, app)
             .with_graceful_shutdown(on_shutdown)
             .await
-            .context("server failed")
+            .context("server failed")?;
+        info!("stopped");
+        Ok(())
     }
 }
 
 /// Binds `listen`, opens the database and serves until SIGINT or SIGTERM.
 pub async fn serve(listen: &str, config: ServeConfig) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal();
     raise_open_file_limit();
     let server = {
         let config = config.clone();
@@ -118,7 +159,7 @@ pub async fn serve(listen: &str, config: ServeConfig) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    server.run(listener, shutdown_signal()).await
+    server.run(listener, shutdown).await
 }
 
 /// Every long-polling proxy holds a socket open, and the usual default soft limit of 1024 file
@@ -136,31 +177,49 @@ fn raise_open_file_limit() {
             maximum: limit.maximum,
         };
         if let Err(err) = setrlimit(Resource::Nofile, raised) {
-            eprintln!("guardctl: warning: cannot raise the open-file limit from {current}: {err}");
+            warn!(current, %err, "cannot raise the open-file limit");
         }
     }
 }
 
-/// Completes on the first SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut terminate) => {
-            tokio::select! {
-                _ = interrupt => {}
-                _ = terminate.recv() => {}
-            }
-        }
+/// Watches SIGINT (Ctrl-C) and SIGTERM from now on, and returns a future that completes on the
+/// first of them. Registering before the server announces itself matters: a signal sent right
+/// after the "listening on" line would otherwise still meet the default action and kill the
+/// process without a graceful stop.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{signal, SignalKind};
+    let watch = |kind: SignalKind, name: &'static str| match signal(kind) {
+        Ok(stream) => Some(stream),
         Err(err) => {
-            eprintln!("guardctl: cannot watch SIGTERM ({err}); only Ctrl-C stops the server");
-            let _ = interrupt.await;
+            warn!(%err, signal = name, "cannot watch this signal; it will stop the server without a graceful shutdown");
+            None
         }
+    };
+    let mut interrupt = watch(SignalKind::interrupt(), "SIGINT");
+    let mut terminate = watch(SignalKind::terminate(), "SIGTERM");
+    async move {
+        tokio::select! {
+            () = next_signal(interrupt.as_mut()) => info!(signal = "SIGINT", "signal received"),
+            () = next_signal(terminate.as_mut()) => info!(signal = "SIGTERM", "signal received"),
+        }
+    }
+}
+
+/// The next delivery of a watched signal; never, for a signal that could not be watched.
+async fn next_signal(stream: Option<&mut tokio::signal::unix::Signal>) {
+    match stream {
+        Some(stream) => {
+            stream.recv().await;
+        }
+        None => std::future::pending::<()>().await,
     }
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_page))
         .route("/v1/keys", post(create_key).get(list_keys))
         .route(
             "/v1/keys/import",
@@ -168,12 +227,93 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/keys/{key_id}", delete(revoke_key))
         .route("/v1/keyset", get(sync::keyset))
-        .fallback(|| async { ApiError::not_found("no such endpoint") })
-        .method_not_allowed_fallback(|| async {
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_http_requests,
+        ))
+        .fallback(|State(state): State<AppState>| async move {
+            state.0.metrics.http_request("other", 404);
+            ApiError::not_found("no such endpoint")
+        })
+        .method_not_allowed_fallback(|State(state): State<AppState>| async move {
+            state.0.metrics.http_request("other", 405);
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         })
         .layer(DefaultBodyLimit::max(MAX_ADMIN_BODY_BYTES))
         .with_state(state)
+}
+
+/// Counts every answer of a known route in `guardctl_http_requests_total{route,code}`.
+async fn count_http_requests(
+    State(state): State<AppState>,
+    route: Option<MatchedPath>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = route.map_or_else(|| "other".to_string(), |path| path.as_str().to_string());
+    let response = next.run(request).await;
+    state
+        .0
+        .metrics
+        .http_request(&route, response.status().as_u16());
+    response
+}
+
+/// `GET /readyz`: 200 when the database answers a read and the server is not shutting down,
+/// else 503. (`/healthz` only says the process serves HTTP; it never touches the database.)
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.is_stopping() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    match tokio::time::timeout(PROBE_READ_TIMEOUT, state.read(Store::current_version)).await {
+        Ok(Ok(_)) => (StatusCode::OK, "ready\n").into_response(),
+        Ok(Err(_)) => (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response(),
+        Err(_) => {
+            warn!(
+                timeout_ms = PROBE_READ_TIMEOUT.as_millis(),
+                "readiness: the database did not answer in time"
+            );
+            (StatusCode::SERVICE_UNAVAILABLE, "database did not answer\n").into_response()
+        }
+    }
+}
+
+/// `GET /metrics`: Prometheus text format; no admin token (counts only).
+async fn metrics_page(State(state): State<AppState>) -> Response {
+    let keys = tokio::time::timeout(PROBE_READ_TIMEOUT, state.read(Store::key_count))
+        .await
+        .ok()
+        .and_then(Result::ok);
+    let snapshot = Snapshot {
+        keys,
+        keyset_version: *state.0.versions.borrow(),
+        ready: !state.is_stopping(),
+    };
+    let body = state.0.metrics.render(snapshot, Instant::now());
+    (
+        [(
+            CONTENT_TYPE,
+            HeaderValue::from_static(metrics::CONTENT_TYPE),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// The peer address of the connection, when the server was started with connect info.
+pub struct Peer(pub Option<SocketAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        Ok(Peer(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|info| info.0),
+        ))
+    }
 }
 
 /// State shared by all handlers.
@@ -186,8 +326,10 @@ struct Shared {
     /// The newest committed version. Long-polls wait on it instead of on the database, so a
     /// thousand waiting proxies cost a thousand small futures and no threads.
     versions: watch::Sender<u64>,
-    /// Turns true when the server stops, to release long-polls.
-    long_polls_stopped: watch::Receiver<bool>,
+    /// Turns true when the server starts shutting down: /readyz answers 503 and long-polls are
+    /// released.
+    stopping: watch::Receiver<bool>,
+    metrics: Metrics,
     sync_page_size: usize,
     /// SQLite work runs on blocking threads; these bound how many at once (reads to the size of
     /// the read-connection pool, writes to the one writer), so a burst of requests queues here
@@ -210,7 +352,15 @@ impl AppState {
     }
 
     pub(crate) fn long_polls_stopped(&self) -> watch::Receiver<bool> {
-        self.0.long_polls_stopped.clone()
+        self.0.stopping.clone()
+    }
+
+    fn is_stopping(&self) -> bool {
+        *self.0.stopping.borrow()
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.0.metrics
     }
 
     /// Runs a read on a blocking thread with a pooled connection.
@@ -303,7 +453,7 @@ impl IntoResponse for ApiError {
 
 /// Logs the details of an unexpected failure and gives the client only a generic 500.
 fn internal(err: impl std::fmt::Display) -> ApiError {
-    eprintln!("guardctl: internal error: {err}");
+    error!(%err, "internal error");
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
 }
 
@@ -322,10 +472,23 @@ impl FromRequestParts<AppState> for Admin {
             .and_then(bearer_token);
         match presented {
             Some(token) if state.0.admin.matches(token) => Ok(Admin),
-            _ => Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "missing or wrong admin token",
-            )),
+            _ => {
+                let peer = parts
+                    .extensions
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .map(|info| info.0.to_string());
+                warn!(
+                    method = %parts.method,
+                    path = parts.uri.path(),
+                    peer,
+                    token_presented = presented.is_some(),
+                    "admin request refused: missing or wrong admin token"
+                );
+                Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "missing or wrong admin token",
+                ))
+            }
         }
     }
 }
@@ -393,8 +556,17 @@ async fn create_key(
     };
     let created = state.write(move |store| store.create_key(&new_key)).await?;
     state.publish_version(created.version);
+    state.0.metrics.key_created();
 
     let info = created.info;
+    info!(
+        key_id = %info.key_id,
+        org = %info.org,
+        role = %info.role,
+        expires_at = info.expires_at,
+        version = created.version,
+        "key created"
+    );
     let answer = CreateKeyResponse {
         key_id: info.key_id,
         token: created.token.token,
@@ -489,6 +661,8 @@ async fn import_keys(
     };
     let (imported, version) = outcome?;
     state.publish_version(version);
+    state.0.metrics.keys_imported(imported);
+    info!(count = imported, version, "keys imported");
     Ok(Json(ImportResponse { imported, version }))
 }
 
@@ -517,6 +691,8 @@ async fn revoke_key(
     };
     let version = revoked.ok_or_else(no_such_key)?;
     state.publish_version(version);
+    state.0.metrics.key_revoked();
+    info!(key_id = %key_id, version, "key revoked");
     Ok(Json(RevokeResponse {
         key_id,
         revoked: true,
@@ -546,6 +722,7 @@ fn short(mut message: String) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 
@@ -556,6 +733,35 @@ mod tests {
         assert_eq!(bearer_token("Basic abc"), None);
         assert_eq!(bearer_token("Bearer "), None);
         assert_eq!(bearer_token("Bearer"), None);
+    }
+
+    /// `/readyz` answers 200 while the database reads, and 503 from the moment shutdown starts
+    /// (the same flag releases the long-polls); `/metrics` shows it as `guardctl_ready`.
+    #[tokio::test]
+    async fn readyz_turns_503_when_stopping() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ServeConfig::new(dir.path().join("guard.db"));
+        let server = tokio::task::spawn_blocking(move || Server::open(&config))
+            .await
+            .unwrap()
+            .unwrap();
+        let state = server.state.clone();
+        let ready = readyz(State(state.clone())).await;
+        assert_eq!(ready.status(), StatusCode::OK);
+        let metrics = metrics_page(State(state.clone())).await;
+        assert_eq!(metrics.status(), StatusCode::OK);
+
+        let mut released = state.long_polls_stopped();
+        server.stopping.send_replace(true);
+        assert!(*released.borrow_and_update());
+        let stopping = readyz(State(state.clone())).await;
+        assert_eq!(stopping.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(metrics_page(State(state)).await.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        assert!(text.contains("\nguardctl_ready 0\n"), "{text}");
+        assert!(text.contains("\nguardctl_keys 0\n"), "{text}");
     }
 
     #[test]

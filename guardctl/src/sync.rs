@@ -1,7 +1,8 @@
 //! The key-set sync API, `GET /v1/keyset?since=<version>&wait_ms=<ms>` (docs/protocol.md,
 //! "Key-set sync API"): pages of the change log for the proxies, with long-polling.
 
-use crate::server::{ApiError, AppState};
+use crate::metrics::SyncResult;
+use crate::server::{ApiError, AppState, Peer};
 use crate::store::{Store, StoreResult};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -10,7 +11,8 @@ use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use tracing::debug;
 
 /// Longest a long-poll is held open, whatever the proxy asks for.
 pub const MAX_WAIT_MS: u64 = 60_000;
@@ -123,8 +125,42 @@ pub fn parse_params(query: &KeysetQuery) -> Result<KeysetParams, String> {
 /// `GET /v1/keyset`: no admin token (it serves hashes only, never tokens).
 pub async fn keyset(
     State(state): State<AppState>,
+    Peer(peer): Peer,
     query: Result<Query<KeysetQuery>, QueryRejection>,
-) -> Result<Response, ApiError> {
+) -> Response {
+    let started = Instant::now();
+    if let Some(peer) = peer {
+        state.metrics().sync_client_seen(peer, started);
+    }
+    let peer = peer.map(|peer| peer.to_string());
+    match answer(&state, query).await {
+        Ok((page, result)) => {
+            state.metrics().sync_request(result);
+            debug!(
+                peer,
+                version = page.version,
+                upserts = page.upserts.len(),
+                revocations = page.revocations.len(),
+                more = page.more,
+                result = result.label(),
+                elapsed_ms = started.elapsed().as_millis(),
+                "sync answered"
+            );
+            no_store(Json(page))
+        }
+        Err(err) => {
+            state.metrics().sync_request(SyncResult::Error);
+            debug!(peer, error = ?err, "sync request failed");
+            err.into_response()
+        }
+    }
+}
+
+/// The page for one sync request, and how to count it.
+async fn answer(
+    state: &AppState,
+    query: Result<Query<KeysetQuery>, QueryRejection>,
+) -> Result<(KeysetPage, SyncResult), ApiError> {
     let Query(query) =
         query.map_err(|_| ApiError::bad_request("malformed query string (since, wait_ms)"))?;
     let params = parse_params(&query).map_err(ApiError::bad_request)?;
@@ -142,21 +178,27 @@ pub async fn keyset(
         } else {
             state.read(Store::current_version).await?
         };
-        if since == current && !wait_for_newer(&state, &mut versions, since, params.wait).await {
-            return Ok(no_store(Json(KeysetPage {
+        if since == current && !wait_for_newer(state, &mut versions, since, params.wait).await {
+            let page = KeysetPage {
                 epoch: state.epoch().to_string(),
                 version: since,
                 more: false,
                 upserts: Vec::new(),
                 revocations: Vec::new(),
-            })));
+            };
+            return Ok((page, SyncResult::Timeout));
         }
     }
     let page_size = state.sync_page_size();
     let page = state
         .read(move |store| read_page(store, since, page_size))
         .await?;
-    Ok(no_store(Json(page)))
+    let result = if page.upserts.is_empty() && page.revocations.is_empty() {
+        SyncResult::Empty
+    } else {
+        SyncResult::Changes
+    };
+    Ok((page, result))
 }
 
 /// Waits until a version above `since` is committed (true), or the wait runs out or the server
@@ -168,6 +210,7 @@ async fn wait_for_newer(
     wait: Duration,
 ) -> bool {
     let mut stopped = state.long_polls_stopped();
+    let _waiting = state.metrics().long_poll_started();
     tokio::select! {
         changed = versions.wait_for(|version| *version > since) => changed.is_ok(),
         _ = tokio::time::sleep(wait) => false,

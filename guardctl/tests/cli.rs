@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -17,15 +17,35 @@ const BIN: &str = env!("CARGO_BIN_EXE_guardctl");
 struct ServeProcess {
     child: Child,
     url: String,
+    /// Every line the server wrote to stderr so far.
+    lines: Arc<Mutex<Vec<String>>>,
 }
 
 impl ServeProcess {
     fn start(data_dir: &Path) -> ServeProcess {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--db"])
-            .arg(data_dir.join("guard.db"))
-            .env_remove("GUARDCTL_LISTEN")
-            .env_remove("GUARDCTL_DB")
+        Self::start_with(|command| {
+            command
+                .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+                .arg(data_dir.join("guard.db"));
+        })
+    }
+
+    /// Starts `guardctl` with arguments and environment set by `configure` (the GUARDCTL_*
+    /// variables of the calling environment are removed first).
+    fn start_with(configure: impl FnOnce(&mut Command)) -> ServeProcess {
+        let mut command = Command::new(BIN);
+        for name in [
+            "GUARDCTL_LISTEN",
+            "GUARDCTL_DB",
+            "GUARDCTL_ADMIN_TOKEN_FILE",
+            "GUARDCTL_SYNC_PAGE_SIZE",
+            "GUARDCTL_LOG_FORMAT",
+            "GUARDCTL_LOG",
+        ] {
+            command.env_remove(name);
+        }
+        configure(&mut command);
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -34,25 +54,36 @@ impl ServeProcess {
         // The start-up line names the address actually bound; keep draining stderr after it so
         // the server never blocks on a full pipe.
         let stderr = child.stderr.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
         let (lines_tx, lines_rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = lines_tx.send(line);
+        {
+            let lines = Arc::clone(&lines);
+            thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push(line.clone());
+                    let _ = lines_tx.send(line);
+                }
+            });
+        }
+        let line = loop {
+            let line = lines_rx
+                .recv_timeout(Duration::from_secs(20))
+                .expect("no start-up line from guardctl serve");
+            if line.contains("listening on ") {
+                break line;
             }
-        });
-        let line = lines_rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("no start-up line from guardctl serve");
-        let url = line
-            .split_whitespace()
-            .find(|word| word.starts_with("http://"))
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .to_string();
+        };
+        let rest = &line[line.find("listening on ").unwrap() + "listening on ".len()..];
+        let url: String = rest
+            .chars()
+            .take_while(|c| !c.is_whitespace() && *c != '"')
+            .collect();
+        assert!(url.starts_with("http://"), "no address in {line:?}");
         assert!(
             !line.contains("amt_"),
             "start-up line shows a token: {line}"
         );
-        ServeProcess { child, url }
+        ServeProcess { child, url, lines }
     }
 
     /// Sends SIGTERM and returns the exit status once the server has stopped.
@@ -322,4 +353,268 @@ fn keys_import_from_a_file() {
     assert!(help.contains("JSON Lines"), "{help}");
     assert!(help.contains("--batch-size"), "{help}");
     drop(server);
+}
+
+fn http_get(url: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(90)))
+        .build()
+        .into();
+    let mut response = agent.get(url).call().unwrap();
+    let status = response.status().as_u16();
+    (status, response.body_mut().read_to_string().unwrap())
+}
+
+fn help_of(args: &[&str]) -> String {
+    let output = Command::new(BIN).args(args).output().unwrap();
+    assert!(output.status.success(), "{args:?}");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// `guardctl --help` reads like kubectl's: a description, commands by group, examples with real
+/// invocations and the pointer to per-command help; `serve --help` names every variable.
+#[test]
+fn help_reads_like_kubectl() {
+    let root = help_of(&["--help"]);
+    for expected in [
+        "guardctl controls mcp-guard's API keys",
+        "Server Commands:\n  serve",
+        "Key Commands",
+        "  keys create",
+        "  keys list",
+        "  keys revoke",
+        "  keys import",
+        "Examples:\n  # ",
+        "\n  guardctl serve --listen",
+        "\n  guardctl keys create --org",
+        "Usage:\n  guardctl <command> [options]",
+        "Use \"guardctl <command> --help\" for more information about a command.",
+    ] {
+        assert!(root.contains(expected), "{expected:?} not in:\n{root}");
+    }
+    assert_eq!(help_of(&["-h"]), root, "-h and --help agree");
+
+    let serve = help_of(&["serve", "--help"]);
+    for variable in [
+        "GUARDCTL_LISTEN",
+        "GUARDCTL_DB",
+        "GUARDCTL_ADMIN_TOKEN_FILE",
+        "GUARDCTL_SYNC_PAGE_SIZE",
+        "GUARDCTL_LOG_FORMAT",
+        "GUARDCTL_LOG=",
+    ] {
+        assert!(
+            serve.contains(&format!("[env: {variable}")),
+            "{variable} not in:\n{serve}"
+        );
+    }
+    assert!(serve.contains("Examples:") && serve.contains("/readyz") && serve.contains("/metrics"));
+
+    let keys = help_of(&["keys", "--help"]);
+    assert!(keys.contains("Examples:") && keys.contains("guardctl keys revoke"));
+    assert!(keys.contains("GUARDCTL_SERVER"), "{keys}");
+}
+
+/// The production set-up, through the real binary: configuration by environment only, JSON logs
+/// at debug, the admin token from a Secret-like file outside the data folder; SIGTERM answers a
+/// waiting long-poll at once and exits 0; the log has the promised lines and never a secret.
+#[test]
+fn env_config_json_logs_and_sigterm_answers_long_polls() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let secret_dir = dir.path().join("secret");
+    std::fs::create_dir_all(&secret_dir).unwrap();
+    let token_file = secret_dir.join("admin-token");
+    let admin_token = "operator-chosen-admin-token-0123456789";
+    std::fs::write(&token_file, format!("{admin_token}\n")).unwrap();
+    // Mode 0440: how a Kubernetes Secret reaches a non-root pod through its fsGroup.
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o440)).unwrap();
+
+    let server = ServeProcess::start_with(|command| {
+        command
+            .arg("serve")
+            .env("GUARDCTL_LISTEN", "127.0.0.1:0")
+            .env("GUARDCTL_DB", data.join("guard.db"))
+            .env("GUARDCTL_ADMIN_TOKEN_FILE", &token_file)
+            .env("GUARDCTL_SYNC_PAGE_SIZE", "50")
+            .env("GUARDCTL_LOG_FORMAT", "json")
+            .env("GUARDCTL_LOG", "debug");
+    });
+    let lines = Arc::clone(&server.lines);
+    assert!(
+        !data.join("admin-token").exists(),
+        "the token comes from --admin-token-file"
+    );
+
+    let keys_cli = |args: &[&str]| {
+        Command::new(BIN)
+            .arg("keys")
+            .args(args)
+            .args(["--server", &server.url])
+            .env("GUARDCTL_ADMIN_TOKEN_FILE", &token_file)
+            .env_remove("GUARDCTL_ADMIN_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let created: Value = serde_json::from_str(&stdout(&keys_cli(&[
+        "create", "--org", "acme", "--role", "admin", "--name", "logged", "--json",
+    ])))
+    .unwrap();
+    let key_id = created["key_id"].as_str().unwrap().to_string();
+    let token = created["token"].as_str().unwrap().to_string();
+    let second: Value = serde_json::from_str(&stdout(&keys_cli(&[
+        "create", "--org", "acme", "--role", "member", "--name", "gone", "--json",
+    ])))
+    .unwrap();
+    let second_id = second["key_id"].as_str().unwrap().to_string();
+    stdout(&keys_cli(&["revoke", &second_id]));
+
+    assert_eq!(http_get(&format!("{}/readyz", server.url)).0, 200);
+    let (status, page) = http_get(&format!("{}/v1/keyset?since=0", server.url));
+    assert_eq!(status, 200);
+    let hash = serde_json::from_str::<Value>(&page).unwrap()["upserts"][0]["sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // A long-poll that would wait a minute; SIGTERM must answer it at once.
+    let poll_url = format!("{}/v1/keyset?since=3&wait_ms=60000", server.url);
+    let poller = thread::spawn(move || {
+        let answer = http_get(&poll_url);
+        (answer, Instant::now())
+    });
+    let waited = Instant::now();
+    loop {
+        let (_, metrics) = http_get(&format!("{}/metrics", server.url));
+        if metrics.lines().any(|line| line == "guardctl_long_polls 1") {
+            assert!(
+                metrics.lines().any(|line| line == "guardctl_keys 1"),
+                "{metrics}"
+            );
+            assert!(
+                metrics
+                    .lines()
+                    .any(|line| line == "guardctl_revocations_total 1"),
+                "{metrics}"
+            );
+            break;
+        }
+        assert!(waited.elapsed() < Duration::from_secs(10), "{metrics}");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let signalled = Instant::now();
+    let status = server.terminate();
+    let ((poll_status, poll_body), answered) = poller.join().unwrap();
+    assert!(
+        answered.duration_since(signalled) < Duration::from_secs(3),
+        "long-poll answered {:?} after SIGTERM",
+        answered.duration_since(signalled)
+    );
+    assert_eq!(poll_status, 200, "{poll_body}");
+    let poll: Value = serde_json::from_str(&poll_body).unwrap();
+    assert_eq!(poll["version"], 3);
+    assert_eq!(poll["upserts"], serde_json::json!([]));
+    assert_eq!(poll["revocations"], serde_json::json!([]));
+    assert_eq!(status.code(), Some(0), "exit status after SIGTERM");
+
+    // The log: JSON objects only, the promised lines, and no secret anywhere.
+    let log = lines.lock().unwrap().clone();
+    let events: Vec<Value> = log
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect();
+    let event = |message: &str| {
+        events
+            .iter()
+            .find(|event| {
+                event["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with(message))
+            })
+            .unwrap_or_else(|| panic!("no {message:?} in:\n{}", log.join("\n")))
+    };
+    let start = event("listening on http://127.0.0.1:");
+    assert_eq!(start["level"], "INFO");
+    assert_eq!(start["db"], data.join("guard.db").display().to_string());
+    assert_eq!(start["version"], 0);
+    assert_eq!(start["keys"], 0);
+    assert!(start["epoch"].as_str().is_some_and(|e| !e.is_empty()));
+    assert_eq!(start["guardctl_version"], env!("CARGO_PKG_VERSION"));
+    assert!(start["timestamp"].is_string());
+    let created_event = event("key created");
+    assert_eq!(created_event["key_id"], key_id.as_str());
+    assert_eq!(created_event["org"], "acme");
+    assert_eq!(created_event["role"], "admin");
+    assert_eq!(event("key revoked")["key_id"], second_id.as_str());
+    let synced = event("sync answered");
+    assert_eq!(synced["level"], "DEBUG");
+    assert!(synced["peer"]
+        .as_str()
+        .is_some_and(|p| p.starts_with("127.0.0.1:")));
+    assert_eq!(event("shutting down")["long_polls"], 1);
+    event("stopped");
+    let whole = log.join("\n");
+    for secret in [token.as_str(), hash.as_str(), admin_token] {
+        assert!(
+            !whole.contains(secret),
+            "secret {secret} in the log:\n{whole}"
+        );
+    }
+    assert!(!whole.contains("amt_"), "{whole}");
+    assert!(
+        !whole.contains("open to other users"),
+        "0440 is fine: {whole}"
+    );
+}
+
+/// The default text log keeps "listening on http://<address>" (scripts and the e2e harness
+/// find the port in it), and a bad --log-level is refused before anything starts.
+#[test]
+fn text_logs_and_bad_log_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("state");
+    let server = ServeProcess::start(&data);
+    let lines = Arc::clone(&server.lines);
+    assert!(server.terminate().success());
+    let log = lines.lock().unwrap().join("\n");
+    let start = log
+        .lines()
+        .find(|line| line.contains("listening on http://127.0.0.1:"))
+        .unwrap();
+    assert!(start.contains(" INFO "), "{start}");
+    for field in [
+        "listen=",
+        "db=",
+        "epoch=",
+        "version=0",
+        "keys=0",
+        "guardctl_version=",
+    ] {
+        assert!(start.contains(field), "{field} not in {start}");
+    }
+    assert!(!start.contains('\u{1b}'), "no colours into a pipe: {start}");
+    assert!(log.contains("stopped"), "{log}");
+
+    // SIGTERM the moment the start-up line appears: the signal is already watched, so the stop
+    // is graceful (exit 0), never the default action's kill.
+    for _ in 0..5 {
+        assert!(ServeProcess::start(&data).terminate().success());
+    }
+
+    for (flag, value) in [("--log-level", "guardctl=shouty"), ("--log-format", "xml")] {
+        let refused = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+            .arg(data.join("guard.db"))
+            .args([flag, value])
+            .output()
+            .unwrap();
+        assert_eq!(
+            refused.status.code().map(|code| code != 0),
+            Some(true),
+            "{flag}"
+        );
+        assert!(String::from_utf8_lossy(&refused.stderr).contains(value));
+    }
 }

@@ -27,8 +27,8 @@ impl TestServer {
 
     fn start_with_page_size(db_path: &Path, sync_page_size: usize) -> TestServer {
         let config = ServeConfig {
-            db_path: db_path.to_path_buf(),
             sync_page_size,
+            ..ServeConfig::new(db_path)
         };
         let server = Server::open(&config).expect("open server");
         let admin_token = std::fs::read_to_string(server.admin_token_path()).unwrap();
@@ -599,4 +599,137 @@ fn import_hash_rows_in_batches() {
     assert_eq!(status, 401);
     assert_eq!(client.list_keys().unwrap().keys.len(), 2000);
     server.stop();
+}
+
+/// GET `url` as text: status, body and content type.
+fn get_text(url: &str) -> (u16, String, String) {
+    let mut response = http().get(url).call().unwrap();
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    (
+        status,
+        response.body_mut().read_to_string().unwrap(),
+        content_type,
+    )
+}
+
+/// The value of one sample of a Prometheus text page (`series` with its labels, exactly).
+fn sample(page: &str, series: &str) -> Option<u64> {
+    page.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map(|value| value.parse().unwrap())
+}
+
+/// `/healthz`, `/readyz` and `/metrics` on the real server: every metric moves with the admin
+/// actions and sync requests that drive it, and the page never shows a key-id, token or hash.
+#[test]
+fn probes_and_metrics() {
+    use guardctl::import::ImportRow;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&db_in(&dir));
+    let client = server.client();
+
+    assert_eq!(get_text(&format!("{}/healthz", server.url)).0, 200);
+    let (status, body, _) = get_text(&format!("{}/readyz", server.url));
+    assert_eq!((status, body.as_str()), (200, "ready\n"));
+
+    // Version 1, 2: two creates; 3..5: three imported rows; 6: a revoke.
+    let first = client.create_key(&params("one")).unwrap();
+    let second = client.create_key(&params("two")).unwrap();
+    let imported_token = format!("amt_metrics01_{}", "M".repeat(40));
+    let rows: Vec<ImportRow> = (0..3)
+        .map(|i| ImportRow {
+            key_id: format!("metrics0{i}"),
+            sha256: sha256_hex(format!("amt_metrics0{i}_{}", "M".repeat(40)).as_bytes()),
+            org: "acme".into(),
+            role: "reader".into(),
+            expires_at: None,
+            name: None,
+        })
+        .collect();
+    client.import_batch(&rows).unwrap();
+    client.revoke_key(&first.key_id).unwrap();
+
+    // Sync: one page with changes, one empty answer, one long-poll that times out, one error.
+    assert_eq!(keyset(&server, 0, 0)["version"], 6);
+    assert_eq!(keyset(&server, 6, 0)["version"], 6);
+    assert_eq!(keyset(&server, 6, 100)["version"], 6);
+    let (status, _) = get(&format!("{}/v1/keyset?since=soon", server.url), None);
+    assert_eq!(status, 400);
+    assert_eq!(get(&format!("{}/no/such/path", server.url), None).0, 404);
+
+    // A long-poll waiting while the page is read shows in guardctl_long_polls.
+    let poll_url = format!("{}/v1/keyset?since=6&wait_ms=60000", server.url);
+    let poller = thread::spawn(move || get(&poll_url, None));
+    let started = Instant::now();
+    let page = loop {
+        let (status, page, content_type) = get_text(&format!("{}/metrics", server.url));
+        assert_eq!(status, 200);
+        assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
+        if sample(&page, "guardctl_long_polls") == Some(1) || started.elapsed().as_secs() > 10 {
+            break page;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(sample(&page, "guardctl_long_polls"), Some(1), "{page}");
+    assert_eq!(sample(&page, "guardctl_keys"), Some(4), "{page}");
+    assert_eq!(sample(&page, "guardctl_keyset_version"), Some(6));
+    assert_eq!(sample(&page, "guardctl_keys_created_total"), Some(2));
+    assert_eq!(sample(&page, "guardctl_keys_imported_total"), Some(3));
+    assert_eq!(sample(&page, "guardctl_revocations_total"), Some(1));
+    assert_eq!(sample(&page, "guardctl_ready"), Some(1));
+    for (result, count) in [("changes", 1), ("empty", 1), ("timeout", 1), ("error", 1)] {
+        assert_eq!(
+            sample(
+                &page,
+                &format!("guardctl_sync_requests_total{{result=\"{result}\"}}")
+            ),
+            Some(count),
+            "{result}: {page}"
+        );
+    }
+    // Each of the sync requests above came on its own connection (a fresh ureq agent each).
+    let clients = sample(&page, "guardctl_sync_clients").unwrap();
+    assert!((1..=6).contains(&clients), "{page}");
+    for (route, code, count) in [
+        ("/v1/keys", 201, 2),
+        ("/v1/keys/import", 200, 1),
+        ("/v1/keys/{key_id}", 200, 1),
+        ("/v1/keyset", 200, 3),
+        ("/v1/keyset", 400, 1),
+        ("/healthz", 200, 1),
+        ("/readyz", 200, 1),
+        ("other", 404, 1),
+    ] {
+        assert_eq!(
+            sample(
+                &page,
+                &format!("guardctl_http_requests_total{{route=\"{route}\",code=\"{code}\"}}")
+            ),
+            Some(count),
+            "{route} {code}: {page}"
+        );
+    }
+    for secret in [
+        first.key_id.as_str(),
+        second.key_id.as_str(),
+        second.token.as_str(),
+        &sha256_hex(second.token.as_bytes()),
+        &server.admin_token,
+        &imported_token,
+        "metrics0",
+    ] {
+        assert!(!page.contains(secret), "{secret} in {page}");
+    }
+
+    // Stopping answers the waiting poll at once.
+    drop(server);
+    let (status, body) = poller.join().unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body["version"], 6);
 }

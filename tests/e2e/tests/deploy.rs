@@ -649,8 +649,8 @@ fn guardctl_runs_as_one_non_root_replica_with_probes_storage_and_its_admin_token
 
     let containers: Vec<&Value> = pod["initContainers"]
         .as_array()
-        .unwrap()
-        .iter()
+        .into_iter()
+        .flatten()
         .chain(pod["containers"].as_array().unwrap())
         .collect();
     for container in &containers {
@@ -690,23 +690,38 @@ fn guardctl_runs_as_one_non_root_replica_with_probes_storage_and_its_admin_token
         Some(data_dir),
         "database on the volume"
     );
-    for probe in ["readinessProbe", "livenessProbe"] {
-        assert_eq!(guardctl[probe]["httpGet"]["path"], "/healthz", "{probe}");
+    // Ready: the database answers and the server is not stopping; alive: it serves HTTP.
+    for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
+        assert_eq!(guardctl[probe]["httpGet"]["path"], path, "{probe}");
         assert_eq!(guardctl[probe]["httpGet"]["port"], "http", "{probe}");
     }
     assert_eq!(guardctl["ports"][0]["containerPort"], 8081);
+    let annotations = &spec["template"]["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/path"], "/metrics");
+    assert_eq!(annotations["prometheus.io/port"], "8081");
 
-    // The admin token: the Secret is copied, mode 0600, to where `serve` reads it.
-    let init = &pod["initContainers"][0];
-    assert_eq!(mount_of(init, "data").as_deref(), Some(data_dir));
-    let script = init["command"][2].as_str().unwrap();
-    assert!(script.contains(&format!(
-        "install -m 0600 /run/secrets/guardctl/admin-token {data_dir}/admin-token"
-    )));
-    assert_eq!(
-        mount_of(init, "admin-token").as_deref(),
-        Some("/run/secrets/guardctl")
-    );
+    // The admin token: `serve --admin-token-file` reads it straight from the mounted Secret.
+    let token_file = args[args
+        .iter()
+        .position(|a| *a == "--admin-token-file")
+        .unwrap()
+        + 1];
+    let token_dir = mount_of(guardctl, "admin-token").unwrap();
+    assert_eq!(token_file, format!("{token_dir}/admin-token"));
+    let token_mount = guardctl["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "admin-token")
+        .unwrap();
+    assert_eq!(token_mount["readOnly"], true);
+    let log_format = guardctl["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "GUARDCTL_LOG_FORMAT")
+        .unwrap();
+    assert_eq!(log_format["value"], "json");
     let volumes = pod["volumes"].as_array().unwrap();
     let volume = |name: &str| volumes.iter().find(|v| v["name"] == name).unwrap();
     // The Secret is its own file, outside kustomization.yaml, so applying the folder never
