@@ -59,6 +59,7 @@ pub struct LiveStreams {
 #[derive(Debug, Clone, Copy)]
 pub struct Now {
     pub state: ServingState,
+    /// Unix milliseconds; 0 when no check needs the clock (see [`LiveStreams::needs_clock`]).
     pub now_ms: u64,
     /// `max_staleness_ms` is configured and exceeded.
     pub stale: bool,
@@ -96,12 +97,31 @@ impl LiveStreams {
         self.streams.remove(&context_id);
     }
 
+    #[cfg(test)]
+    fn track_for_test(&mut self, context_id: u32, expires_at_s: Option<u64>) {
+        self.track(
+            context_id,
+            "aaaaaaaa",
+            [7; 32],
+            expires_at_s,
+            &ServingState::default(),
+        );
+    }
+
     pub fn len(&self) -> usize {
         self.streams.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.streams.is_empty()
+    }
+
+    /// Whether re-checking this stream needs the clock (its key expires): reading the host clock
+    /// is a host call, skipped on the common path.
+    pub fn needs_clock(&self, context_id: u32) -> bool {
+        self.streams
+            .get(&context_id)
+            .is_some_and(|stream| stream.expires_at_ms.is_some())
     }
 
     /// Re-checks one stream (response headers, a response body chunk). A stream that is cut is
@@ -364,6 +384,16 @@ mod tests {
             cut(live.recheck(1, &lost, |_| panic!("looked up"))),
             Some(Cut::Reply(DenyReason::KeySetNotLoaded))
         );
+    }
+
+    #[test]
+    fn only_expiring_keys_need_the_clock() {
+        let mut live = LiveStreams::default();
+        live.track_for_test(1, None);
+        live.track_for_test(2, Some(5));
+        assert!(!live.needs_clock(1));
+        assert!(live.needs_clock(2));
+        assert!(!live.needs_clock(3));
     }
 
     #[test]

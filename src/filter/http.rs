@@ -89,8 +89,8 @@ impl GuardHttp {
     /// Re-checks this stream's key against the key set as it is now; `Some` when it must stop.
     fn recheck(&self) -> Option<Stopped> {
         let config = self.config.as_deref()?;
-        let now = key_set_now(config);
         let mut streams = self.streams.try_borrow_mut().ok()?;
+        let now = key_set_now(config, streams.needs_clock(self.context_id));
         streams.recheck(self.context_id, &now, |key_id| {
             lookup_now(config, &now, key_id)
         })

@@ -13,11 +13,16 @@ use crate::keyset::{lookup_in, Lookup};
 use crate::streams::{Cut, Now, Stopped};
 
 /// The key set as a re-check sees it. An unreadable state reads as "not loaded": fail closed.
-pub fn key_set_now(config: &Config) -> Now {
+/// The clock is read only when `max_staleness_ms` is set or a checked key expires.
+pub fn key_set_now(config: &Config, clock_needed: bool) -> Now {
     let state = ServingState::read(&HostStore, config.keys.state())
         .map(|(state, _)| state)
         .unwrap_or_default();
-    let now_ms = now_ms();
+    let now_ms = if clock_needed || config.max_staleness_ms.is_some() {
+        now_ms()
+    } else {
+        0
+    };
     let stale = config
         .max_staleness_ms
         .is_some_and(|max| state.is_stale(now_ms, max));

@@ -236,7 +236,7 @@ impl GuardRoot {
             if streams.is_empty() {
                 return;
             }
-            let now = key_set_now(config);
+            let now = key_set_now(config, true);
             streams.sweep(&now, |key_id| lookup_now(config, &now, key_id))
         };
         if stopped.is_empty() {
