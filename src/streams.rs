@@ -53,6 +53,9 @@ struct LiveStream {
 #[derive(Debug, Default)]
 pub struct LiveStreams {
     streams: HashMap<u32, LiveStream>,
+    /// The newest key-set mark this worker has read (by any request or its timer): response-phase
+    /// re-checks compare against it instead of reading shared data again.
+    latest: (u32, u64),
 }
 
 /// What the key set says now, for a re-check.
@@ -85,6 +88,19 @@ impl LiveStreams {
                 response_started: false,
             },
         );
+    }
+
+    /// Notes a serving state just read from shared data.
+    pub fn observe(&mut self, state: &ServingState) {
+        self.latest = state.mark();
+    }
+
+    /// Whether the key set may have changed since this stream's key was verified, as far as this
+    /// worker has seen (its timer reads shared data every tick, so at most one tick behind).
+    pub fn may_have_changed(&self, context_id: u32) -> bool {
+        self.streams
+            .get(&context_id)
+            .is_some_and(|stream| stream.verified_at != self.latest)
     }
 
     pub fn response_started(&mut self, context_id: u32) {
@@ -383,6 +399,21 @@ mod tests {
         assert_eq!(
             cut(live.recheck(1, &lost, |_| panic!("looked up"))),
             Some(Cut::Reply(DenyReason::KeySetNotLoaded))
+        );
+    }
+
+    #[test]
+    fn a_stream_may_have_changed_only_once_a_newer_mark_was_seen() {
+        let mut live = streams(&[(1, "aaaaaaaa")]);
+        live.observe(&state(5));
+        assert!(!live.may_have_changed(1), "verified at the mark last seen");
+        live.observe(&state(6));
+        assert!(live.may_have_changed(1));
+        assert_eq!(live.recheck(1, &now(6), |_| active(None)), None);
+        assert!(!live.may_have_changed(1), "verified again at 6");
+        assert!(
+            !live.may_have_changed(2),
+            "unknown streams have nothing to check"
         );
     }
 

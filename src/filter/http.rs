@@ -50,6 +50,15 @@ pub struct GuardHttp {
     pending: Option<PendingBody>,
 }
 
+/// How fresh a re-check's view of the key set must be.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Recheck {
+    /// Read shared data: before a request is forwarded.
+    Strict,
+    /// The newest state this worker has seen: response phase, where the timer backs it up.
+    Seen,
+}
+
 /// What the body phase needs from the headers phase.
 struct PendingBody {
     buffer: BodyBuffer,
@@ -87,10 +96,18 @@ impl GuardHttp {
     }
 
     /// Re-checks this stream's key against the key set as it is now; `Some` when it must stop.
-    fn recheck(&self) -> Option<Stopped> {
+    /// `Strict` reads shared data; `Seen` first compares with the newest key-set mark this worker
+    /// has read (no host call while nothing changed; the timer keeps it within one tick).
+    fn recheck(&self, freshness: Recheck) -> Option<Stopped> {
         let config = self.config.as_deref()?;
         let mut streams = self.streams.try_borrow_mut().ok()?;
-        let now = key_set_now(config, streams.needs_clock(self.context_id));
+        let needs_clock = streams.needs_clock(self.context_id) || config.max_staleness_ms.is_some();
+        if freshness == Recheck::Seen && !needs_clock && !streams.may_have_changed(self.context_id)
+        {
+            return None;
+        }
+        let now = key_set_now(config, needs_clock);
+        streams.observe(&now.state);
         streams.recheck(self.context_id, &now, |key_id| {
             lookup_now(config, &now, key_id)
         })
@@ -180,7 +197,7 @@ impl GuardHttp {
         match inspect_request(body, &headers, &config.inspect) {
             // The key may have been revoked while the body was uploading: check again before
             // anything is forwarded.
-            Verdict::Allow => match self.recheck() {
+            Verdict::Allow => match self.recheck(Recheck::Strict) {
                 None => Action::Continue,
                 Some(stopped) => self.deny(
                     stopped.cut.reason(),
@@ -406,6 +423,7 @@ impl HttpContext for GuardHttp {
                 if let (Some((state, sha256, expires_at)), Ok(mut streams)) =
                     (verified, self.streams.try_borrow_mut())
                 {
+                    streams.observe(&state);
                     streams.track(
                         self.context_id,
                         &identity.key_id,
@@ -460,7 +478,7 @@ impl HttpContext for GuardHttp {
 
     fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
         // Revoked while the upstream worked: the client gets the 401, not the answer.
-        if let Some(stopped) = self.recheck() {
+        if let Some(stopped) = self.recheck(Recheck::Seen) {
             return stop(&stopped, self.config.as_deref(), self.metrics.as_deref());
         }
         if let Ok(mut streams) = self.streams.try_borrow_mut() {
@@ -472,7 +490,7 @@ impl HttpContext for GuardHttp {
     fn on_http_response_body(&mut self, _: usize, _: bool) -> Action {
         // Each chunk of a long answer (SSE) passes only while the key holds; Pause keeps this
         // chunk back while the reset takes effect.
-        match self.recheck() {
+        match self.recheck(Recheck::Seen) {
             Some(stopped) => stop(&stopped, self.config.as_deref(), self.metrics.as_deref()),
             None => Action::Continue,
         }

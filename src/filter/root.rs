@@ -237,6 +237,7 @@ impl GuardRoot {
                 return;
             }
             let now = key_set_now(config, true);
+            streams.observe(&now.state);
             streams.sweep(&now, |key_id| lookup_now(config, &now, key_id))
         };
         if stopped.is_empty() {
