@@ -161,8 +161,8 @@ impl Results<'_> {
             ),
             (
                 "probe_set_property",
-                "set_property (filter state for access logs)",
-                3.0,
+                "set_property (key-id, org, role and decision, for access logs)",
+                4.0,
             ),
             ("probe_increment_metric", "increment_metric (allowed)", 1.0),
         ];
@@ -214,8 +214,8 @@ impl Results<'_> {
             md.push_str(&format!(
                 "\nSum of the amortized prices: {predicted:.1} µs; measured mcp-guard GET − no-op wasm filter: {:.1} µs. \
                  The 1.10 goal leaves {:.1} µs for everything the filter does. What is left after the amortized prices \
-                 is per-request work that a repeated call does not show (first-call effects above, allocation in the \
-                 module, the router re-matching after headers change).\n",
+                 is per-request work that a repeated call does not show (first-call effects above, the context's \
+                 creation and response-phase callbacks, allocation in the module).\n",
                 g - n,
                 n * 0.10
             ));
