@@ -53,8 +53,8 @@ struct LiveStream {
 #[derive(Debug, Default)]
 pub struct LiveStreams {
     streams: HashMap<u32, LiveStream>,
-    /// The newest key-set mark this worker has read (by any request or its timer): response-phase
-    /// re-checks compare against it instead of reading shared data again.
+    /// The newest key-set mark this worker has read (by any request or its timer): re-checks of
+    /// response body chunks compare against it instead of reading shared data again.
     latest: (u32, u64),
 }
 

@@ -53,9 +53,9 @@ pub struct GuardHttp {
 /// How fresh a re-check's view of the key set must be.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Recheck {
-    /// Read shared data: before a request is forwarded.
+    /// Read shared data: before a request is forwarded, and before its answer starts.
     Strict,
-    /// The newest state this worker has seen: response phase, where the timer backs it up.
+    /// The newest state this worker has seen: response body chunks, where the timer backs it up.
     Seen,
 }
 
@@ -477,8 +477,10 @@ impl HttpContext for GuardHttp {
     }
 
     fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
-        // Revoked while the upstream worked: the client gets the 401, not the answer.
-        if let Some(stopped) = self.recheck(Recheck::Seen) {
+        // Revoked while the upstream worked: the client gets the 401, not the answer. A strict
+        // read: nothing of the answer has left the proxy yet, and this is the last chance to
+        // replace it.
+        if let Some(stopped) = self.recheck(Recheck::Strict) {
             return stop(&stopped, self.config.as_deref(), self.metrics.as_deref());
         }
         if let Ok(mut streams) = self.streams.try_borrow_mut() {
