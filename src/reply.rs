@@ -69,13 +69,15 @@ fn jsonrpc_error(code: i32, message: &str, request_id: Option<&str>) -> String {
     )
 }
 
-/// Request ids are echoed only when they cannot break out of the JSON string or carry much.
-fn is_safe_request_id(id: &str) -> bool {
+/// Request ids are echoed and logged only when they cannot break out of a JSON string or a log
+/// field, carry little, and are not one of our tokens (clients choose `x-request-id`).
+pub fn is_safe_request_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 64
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && !crate::auth::token::contains_token_like(id)
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::keyset::Lookup;
 use crate::mcp::inspect::check_param_header;
 use crate::mcp::Verdict;
+use crate::reply::is_safe_request_id;
 
 /// Identity headers the filter owns. Client-supplied copies are removed before anything else.
 pub const IDENTITY_HEADERS: [&str; 3] = ["x-amt-key-id", "x-amt-org", "x-amt-role"];
@@ -34,7 +35,10 @@ impl<'a> RequestHeaders<'a> {
                 ":authority" => headers.authority = value,
                 ":path" => headers.path = value,
                 "cookie" => headers.cookies.push(value),
-                "x-request-id" => headers.request_id = Some(value),
+                // Only a safe id goes into logs and replies; Envoy keeps the client's value.
+                "x-request-id" => {
+                    headers.request_id = Some(value.as_str()).filter(|id| is_safe_request_id(id))
+                }
                 other => {
                     if let Some(i) = IDENTITY_HEADERS.iter().position(|h| *h == other) {
                         headers.spoofed_identity[i] = true;
@@ -52,10 +56,36 @@ impl<'a> RequestHeaders<'a> {
         let access_token_param = query
             .split('&')
             .any(|param| param.split('=').next() == Some("access_token"));
+        // Percent-decoded first: `amt%5F...` is the same token to whoever decodes the URL.
         access_token_param
-            || contains_token_like(query)
+            || contains_token_like(&percent_decoded(self.path))
             || self.cookies.iter().any(|c| contains_token_like(c))
     }
+}
+
+/// `%XX` sequences decoded (invalid ones kept as they are), lossily as UTF-8: only for scanning.
+fn percent_decoded(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains('%') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
+                let value = hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0);
+                out.push(value as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    std::borrow::Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// The outcome of the headers phase, with the key-id when the token was well formed (for logs).
@@ -184,6 +214,34 @@ mod tests {
             (":path", "/api/mcp?cursor=amt_page&x=1")
         ])
         .is_ok());
+        // Encoded, or in the path rather than the query: still a credential in the URL.
+        let encoded = format!("/api/mcp?key={}", TOKEN.replace('_', "%5F"));
+        let in_path = format!("/api/mcp/{TOKEN}");
+        for path in [encoded.as_str(), in_path.as_str()] {
+            assert_eq!(
+                run(&[("authorization", &bearer), (":path", path)]),
+                Err(DenyReason::Malformed),
+                "{path}"
+            );
+        }
+        assert_eq!(percent_decoded("a%5Fb%zz%4"), "a_b%zz%4");
+    }
+
+    #[test]
+    fn only_a_safe_request_id_is_kept_for_logs_and_replies() {
+        for (sent, kept) in [
+            ("6f1c-77ab.x_y", Some("6f1c-77ab.x_y")),
+            ("a b key_id=forged", None),
+            (TOKEN, None),
+            ("", None),
+        ] {
+            let pairs = pairs(&[("x-request-id", sent)]);
+            assert_eq!(
+                RequestHeaders::from_pairs(&pairs).request_id,
+                kept,
+                "{sent}"
+            );
+        }
     }
 
     #[test]
@@ -200,7 +258,7 @@ mod tests {
         .unwrap();
         let mut with_defaults = vec![("content-type", "application/json")];
         with_defaults.extend_from_slice(extra);
-        body_plan(&pairs(&with_defaults), &config)
+        body_plan(&pairs(&with_defaults), &config, false)
     }
 
     fn rejected_with(plan: BodyPlan) -> (u32, String) {
@@ -216,11 +274,26 @@ mod tests {
     }
 
     #[test]
-    fn only_posts_to_inspected_paths_are_held() {
+    fn only_posts_to_inspected_paths_carry_a_body() {
         assert!(matches!(plan(&[]), BodyPlan::Inspect { .. }));
-        assert_eq!(plan(&[(":method", "GET")]), BodyPlan::Forward);
-        assert_eq!(plan(&[(":method", "DELETE")]), BodyPlan::Forward);
         assert_eq!(plan(&[(":path", "/other")]), BodyPlan::Forward);
+        let config = Config::from_json(
+            br#"{"org":"demo","keyset_cluster":"g","inspect_path_prefixes":["/api/mcp"]}"#,
+        )
+        .unwrap();
+        for method in ["GET", "DELETE", "PUT", "PATCH"] {
+            let request = pairs(&[(":method", method)]);
+            assert_eq!(
+                body_plan(&request, &config, true),
+                BodyPlan::Forward,
+                "{method} without a body"
+            );
+            assert_eq!(
+                body_plan(&request, &config, false),
+                BodyPlan::ExpectEmpty,
+                "{method} that may have a body"
+            );
+        }
     }
 
     #[test]
@@ -229,7 +302,7 @@ mod tests {
         let mut two_types = pairs(&[("content-type", "application/json")]);
         two_types.push(("content-type".into(), "application/json".into()));
         assert_eq!(
-            rejected_with(body_plan(&two_types, &config)),
+            rejected_with(body_plan(&two_types, &config, false)),
             (415, "unsupported_media_type".to_string())
         );
         type Case<'a> = (&'a [(&'a str, &'a str)], u32, &'a str);
@@ -259,7 +332,7 @@ mod tests {
             let config = Config::from_json(br#"{"org":"demo","keyset_cluster":"g"}"#).unwrap();
             let mut all = pairs(&[]);
             all.push(("content-type".into(), value.into()));
-            body_plan(&all, &config)
+            body_plan(&all, &config, false)
         };
         for bad in [
             "text/plain",
@@ -322,8 +395,10 @@ pub struct EarlyRejection {
 /// What the headers say about the body of an authenticated request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum BodyPlan {
-    /// Not a POST to an inspected path (GET streams, DELETE): forward as is.
+    /// Not for an inspected path, or a bodiless GET (SSE stream) or DELETE: forward as is.
     Forward,
+    /// Not a POST, but a body may follow: hold it, and refuse the request if it has any bytes.
+    ExpectEmpty,
     /// Hold the headers and judge the whole body; keeps the `Mcp-Method` / `Mcp-Name` values.
     Inspect {
         mcp_method: Vec<String>,
@@ -333,14 +408,21 @@ pub enum BodyPlan {
 }
 
 fn early(status: u32, rule: &'static str, message: &str) -> BodyPlan {
-    BodyPlan::Reject(EarlyRejection {
-        status,
-        rule: rule.to_string(),
-        body: format!(
-            "{{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{{\"code\":{},\"message\":\"{message}\",\"data\":{{\"rule\":\"{rule}\"}}}}}}",
-            crate::mcp::inspect::INVALID_REQUEST
-        ),
-    })
+    BodyPlan::Reject(EarlyRejection::new(status, rule, message))
+}
+
+impl EarlyRejection {
+    /// A refusal of the request as a whole: JSON-RPC -32600 with the rule, `"id": null`.
+    pub fn new(status: u32, rule: &str, message: &str) -> Self {
+        Self {
+            status,
+            rule: rule.to_string(),
+            body: format!(
+                "{{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{{\"code\":{},\"message\":\"{message}\",\"data\":{{\"rule\":\"{rule}\"}}}}}}",
+                crate::mcp::inspect::INVALID_REQUEST
+            ),
+        }
+    }
 }
 
 /// `application/json`, optionally with `charset=utf-8`, and nothing else.
@@ -360,7 +442,7 @@ fn is_json_utf8(content_type: &str) -> bool {
 
 /// Decides, from the request headers alone, whether the body must be inspected or the request
 /// can already be refused.
-pub fn body_plan(pairs: &[(String, String)], config: &Config) -> BodyPlan {
+pub fn body_plan(pairs: &[(String, String)], config: &Config, end_of_stream: bool) -> BodyPlan {
     let header = |name: &'static str| {
         pairs
             .iter()
@@ -369,8 +451,17 @@ pub fn body_plan(pairs: &[(String, String)], config: &Config) -> BodyPlan {
     };
     let method = header(":method").next().unwrap_or("");
     let path = header(":path").next().unwrap_or("");
-    if method != "POST" || !config.inspects(path) {
+    if !config.inspects(path) {
         return BodyPlan::Forward;
+    }
+    if method != "POST" {
+        // Only POST carries MCP messages. Another method with a body (a PUT, or a GET with one)
+        // would reach an upstream that might read it uninspected: hold it and refuse any bytes.
+        return if end_of_stream {
+            BodyPlan::Forward
+        } else {
+            BodyPlan::ExpectEmpty
+        };
     }
     let content_types: Vec<&str> = header("content-type").collect();
     if content_types.len() != 1 || !content_types.iter().all(|ct| is_json_utf8(ct)) {

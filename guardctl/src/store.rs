@@ -629,6 +629,25 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn every_connection_runs_wal_with_synchronous_full() {
+        // The SIGKILL test (tests/e2e/tests/durability.rs) cannot tell FULL from OFF: the OS
+        // keeps what was written. This pins the settings that make a commit survive power loss.
+        let (_dir, store) = temp_store();
+        let settings = |conn: &Connection| -> (String, i64) {
+            (
+                conn.query_row("PRAGMA journal_mode", [], |row| row.get(0))
+                    .unwrap(),
+                conn.query_row("PRAGMA synchronous", [], |row| row.get(0))
+                    .unwrap(),
+            )
+        };
+        let full = 2;
+        assert_eq!(settings(&store.writer()), ("wal".to_string(), full));
+        let reader = store.with_reader(|conn| Ok(settings(conn))).unwrap();
+        assert_eq!(reader, ("wal".to_string(), full));
+    }
+
+    #[test]
     fn reopening_keeps_epoch_and_data() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("guard.db");

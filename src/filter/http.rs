@@ -19,7 +19,9 @@ use crate::keyset::state::ServingState;
 use crate::keyset::{lookup_fresh, Freshness, Lookup};
 use crate::mcp::{inspect_request, BodyBuffer, McpHeaders, Outcome, Step, Verdict};
 use crate::reply;
-use crate::request::{body_plan, decide, BodyPlan, RequestHeaders, IDENTITY_HEADERS};
+use crate::request::{
+    body_plan, decide, BodyPlan, EarlyRejection, RequestHeaders, IDENTITY_HEADERS,
+};
 use crate::streams::{LiveStreams, Stopped};
 
 /// Filter-state names (Envoy prefixes `wasm.`): `%FILTER_STATE(wasm.mcp_guard.key_id:PLAIN)%`.
@@ -68,6 +70,8 @@ struct PendingBody {
     mcp_name: Vec<String>,
     key_id: String,
     request_id: Option<String>,
+    /// Not a POST: any body byte refuses the request (only POST carries MCP messages).
+    must_be_empty: bool,
 }
 
 /// A body-policy rejection on its way to the client (or, in audit mode, to the log only).
@@ -129,8 +133,20 @@ impl GuardHttp {
         request_id: Option<&str>,
         end_of_stream: bool,
     ) -> Action {
-        match body_plan(pairs, config) {
+        match body_plan(pairs, config, end_of_stream) {
             BodyPlan::Forward => Action::Continue,
+            BodyPlan::ExpectEmpty => {
+                self.pending = Some(PendingBody {
+                    buffer: BodyBuffer::new(config.max_body_bytes),
+                    reported: 0,
+                    mcp_method: Vec::new(),
+                    mcp_name: Vec::new(),
+                    key_id: identity.key_id.clone(),
+                    request_id: request_id.map(str::to_string),
+                    must_be_empty: true,
+                });
+                Action::Pause
+            }
             BodyPlan::Reject(early) => self.reject_body(
                 config,
                 BodyRejection {
@@ -154,6 +170,7 @@ impl GuardHttp {
                     mcp_name,
                     key_id: identity.key_id.clone(),
                     request_id: request_id.map(str::to_string),
+                    must_be_empty: false,
                 });
                 if end_of_stream {
                     // A POST without a body: judged now (it is not valid JSON-RPC).
@@ -185,8 +202,21 @@ impl GuardHttp {
             // Over the limit, or bytes Envoy reported but would not hand over: never judge a part.
             Some(Outcome::OverLimit) | None => return self.body_too_large(config, &pending),
         };
+        if pending.must_be_empty && !body.is_empty() {
+            return self.body_not_allowed(config, &pending);
+        }
         if let Some(metrics) = &self.metrics {
             metrics.body_inspected();
+        }
+        if pending.must_be_empty {
+            return match self.recheck(Recheck::Strict) {
+                None => Action::Continue,
+                Some(stopped) => self.deny(
+                    stopped.cut.reason(),
+                    Some(&pending.key_id),
+                    pending.request_id.as_deref(),
+                ),
+            };
         }
         let method: Vec<&str> = pending.mcp_method.iter().map(String::as_str).collect();
         let name: Vec<&str> = pending.mcp_name.iter().map(String::as_str).collect();
@@ -220,17 +250,43 @@ impl GuardHttp {
         }
     }
 
+    fn body_not_allowed(&mut self, config: &Config, pending: &PendingBody) -> Action {
+        self.refuse_whole_body(
+            config,
+            pending,
+            EarlyRejection::new(
+                400,
+                "body_not_allowed",
+                "Only POST requests carry MCP messages: send no body with other methods",
+            ),
+        )
+    }
+
     fn body_too_large(&mut self, config: &Config, pending: &PendingBody) -> Action {
-        let message = "The request body is larger than this endpoint accepts";
+        self.refuse_whole_body(
+            config,
+            pending,
+            EarlyRejection::new(
+                413,
+                "body_too_large",
+                "The request body is larger than this endpoint accepts",
+            ),
+        )
+    }
+
+    /// A refusal about the body as a whole (no tool, no argument path).
+    fn refuse_whole_body(
+        &mut self,
+        config: &Config,
+        pending: &PendingBody,
+        early: EarlyRejection,
+    ) -> Action {
         self.reject_body(
             config,
             BodyRejection {
-                status: 413,
-                rule: "body_too_large",
-                body: format!(
-                    "{{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{{\"code\":{},\"message\":\"{message}\",\"data\":{{\"rule\":\"body_too_large\"}}}}}}",
-                    crate::mcp::inspect::INVALID_REQUEST
-                ),
+                status: early.status,
+                rule: &early.rule,
+                body: early.body,
                 tool: None,
                 path: "-",
             },
@@ -278,6 +334,10 @@ impl GuardHttp {
         }
         if audit {
             record_decision("audit", Some(rejection.rule));
+            // Forwarded in audit mode, so the key gets the same last check as an allowed body.
+            if let Some(stopped) = self.recheck(Recheck::Strict) {
+                return self.deny(stopped.cut.reason(), Some(key_id), request_id);
+            }
             return Action::Continue;
         }
         self.forget();

@@ -55,12 +55,14 @@ fn a_valid_key_reaches_the_upstream_with_identity_headers_and_no_credentials() {
     );
 
     // Access logs carry the identity from filter state, never the token.
+    let logged = |l: &&str| l.starts_with('{') && l.contains(request_id.as_str());
     wait_until("the access log line", Duration::from_secs(5), || {
-        stack.envoy.process.log_text().contains("e2e=allow-1")
+        stack.envoy.process.log_text().lines().any(|l| logged(&l))
     });
     let log = stack.envoy.process.log_text();
-    let line = log.lines().find(|l| l.contains("e2e=allow-1")).unwrap();
+    let line = log.lines().find(logged).unwrap();
     let entry: Value = serde_json::from_str(line).unwrap();
+    assert_eq!(entry["path"], "/api/mcp", "logged without its query");
     assert_eq!(entry["key_id"], key.key_id.as_str());
     assert_eq!(entry["org"], "demo");
     assert_eq!(entry["role"], "member");
@@ -190,7 +192,15 @@ fn every_deny_reason_gets_its_status_challenge_and_metric() {
         upstream_before,
         "a denied request reached the upstream"
     );
-    // The secret never shows up in Envoy's output, even at debug level; the key-id does.
+    // The secret never shows up in Envoy's output, even at debug level; the key-id does. Wait
+    // for the access log of the last request (flushed every 100 ms) so it is checked too.
+    wait_until("the access log to flush", Duration::from_secs(5), || {
+        let log = stack.envoy.process.log_text();
+        log.lines()
+            .filter(|l| l.contains("\"decision\":\"deny\""))
+            .count()
+            >= malformed.len()
+    });
     let log = stack.envoy.process.log_text();
     assert!(!log.contains(secret) && !log.contains(&revoked.token));
     assert!(

@@ -331,9 +331,30 @@ fn audit_mode_forwards_but_counts_and_logs_what_it_would_block() {
 
 #[test]
 fn a_key_revoked_while_its_body_uploads_gets_401_and_nothing_reaches_the_upstream() {
-    use std::io::{Read, Write};
     let (stack, key) = stack_with_key("revoke-mid-upload", None);
     let body = tools_call(51, &format!(r#"{{"text":"{}"}}"#, "c".repeat(4000)));
+    revoke_mid_upload(&stack, &key, &body);
+}
+
+#[test]
+fn in_audit_mode_too_a_key_revoked_mid_upload_gets_401() {
+    // Audit mode forwards what it would block: the key still gets its last check.
+    let (stack, key) = stack_with_key(
+        "revoke-mid-upload-audit",
+        Some(
+            r#"{"org": "demo", "keyset_cluster": "guardctl", "inspect_path_prefixes": ["/api/mcp"], "mode": "audit"}"#,
+        ),
+    );
+    let body = tools_call(
+        52,
+        &format!(r#"{{"text":"{}","password":"x"}}"#, "c".repeat(4000)),
+    );
+    revoke_mid_upload(&stack, &key, &body);
+}
+
+/// Sends half of `body`, revokes the key, and expects the 401 with nothing forwarded.
+fn revoke_mid_upload(stack: &Stack, key: &IssuedKey, body: &str) {
+    use std::io::{Read, Write};
     let (first, rest) = body.split_at(body.len() / 2);
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", stack.envoy.port)).unwrap();
     stream
@@ -435,4 +456,19 @@ fn mcp_headers_are_checked_and_delete_passes_authenticated_without_inspection() 
     let mut anonymous = Request::get("/api/mcp");
     anonymous.method = "DELETE".into();
     assert_eq!(anonymous.send(stack.envoy.port).status, 401);
+
+    // Only POST carries MCP messages: a body on another method is refused, never forwarded.
+    let secret_call = tools_call(60, r#"{"password":"hunter2"}"#);
+    for method in ["PUT", "PATCH", "GET", "DELETE"] {
+        let mut request = Request::post_json("/api/mcp", &secret_call).bearer(&key.token);
+        request.method = method.into();
+        let refused = request.send(stack.envoy.port);
+        assert_blocked(&refused, 400, -32600, "body_not_allowed");
+        assert!(!refused.body.contains("hunter2"));
+    }
+    assert_eq!(
+        stack.upstream.request_count(),
+        before + 2,
+        "a body on another method reached the upstream"
+    );
 }
