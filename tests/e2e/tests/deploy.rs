@@ -355,10 +355,39 @@ fn every_shipped_manifest_parses() {
         .iter()
         .map(|r| r.as_str().unwrap())
         .collect();
-    assert_eq!(resources, ["guardctl.yaml", "envoyfilter.yaml"]);
+    assert_eq!(
+        resources,
+        [
+            "guardctl.yaml",
+            "authorization-policy.yaml",
+            "envoyfilter.yaml"
+        ]
+    );
     for resource in resources {
         assert!(istio_dir().join(resource).is_file(), "{resource}");
     }
+}
+
+#[test]
+fn only_the_sync_api_is_open_to_the_mesh() {
+    let policy = the_doc(
+        &istio_dir().join("authorization-policy.yaml"),
+        "AuthorizationPolicy",
+    );
+    assert_eq!(policy["metadata"]["namespace"], "mcp-guard");
+    assert_eq!(policy["spec"]["action"], "ALLOW");
+    // The same pods as guardctl's Deployment.
+    let guardctl = std::fs::read_to_string(istio_dir().join("guardctl.yaml")).unwrap();
+    let app = policy["spec"]["selector"]["matchLabels"]["app"]
+        .as_str()
+        .unwrap();
+    assert!(guardctl.contains(&format!("app: {app}")), "{app}");
+    let rules = policy["spec"]["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), 1);
+    let operation = &rules[0]["to"][0]["operation"];
+    assert_eq!(operation["paths"], serde_json::json!(["/v1/keyset"]));
+    assert_eq!(operation["methods"], serde_json::json!(["GET"]));
+    assert!(rules[0]["from"][0]["source"]["namespaces"].is_array());
 }
 
 #[test]
