@@ -85,7 +85,7 @@ const RATIOS: [Ratio; 9] = [
 ];
 
 /// (median, min, max) of a sample.
-fn spread(mut values: Vec<f64>) -> (f64, f64, f64) {
+pub fn spread(mut values: Vec<f64>) -> (f64, f64, f64) {
     values.sort_by(f64::total_cmp);
     let n = values.len();
     let median = if n % 2 == 1 {

@@ -27,6 +27,7 @@ use sha2::{Digest, Sha256};
 
 use crate::envoy::{BenchEnvoy, Variant};
 use crate::load::{process_cpu_seconds, Load, RequestSpec};
+use crate::report::spread;
 use crate::{Scenario, Settings};
 
 pub const IDS: [&str; 3] = ["scale_load_1m", "scale_get_1m", "scale_long_polls"];
@@ -312,18 +313,6 @@ fn cpu_per_get(
         "ratio": {"median": ratio, "min": min, "max": max},
         "goal_ratio": CPU_GOAL_RATIO,
     })
-}
-
-/// (median, min, max).
-fn spread(mut values: Vec<f64>) -> (f64, f64, f64) {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    let median = if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    };
-    (median, values[0], values[n - 1])
 }
 
 /// Every poll holds a socket on both sides; the default soft limit (often 1024) is too low.

@@ -74,6 +74,26 @@ struct PendingBody {
     must_be_empty: bool,
 }
 
+impl PendingBody {
+    fn new(
+        config: &Config,
+        identity: &Identity,
+        request_id: Option<&str>,
+        (mcp_method, mcp_name): (Vec<String>, Vec<String>),
+        must_be_empty: bool,
+    ) -> Self {
+        Self {
+            buffer: BodyBuffer::new(config.max_body_bytes),
+            reported: 0,
+            mcp_method,
+            mcp_name,
+            key_id: identity.key_id.clone(),
+            request_id: request_id.map(str::to_string),
+            must_be_empty,
+        }
+    }
+}
+
 /// A body-policy rejection on its way to the client (or, in audit mode, to the log only).
 struct BodyRejection<'a> {
     status: u32,
@@ -136,42 +156,29 @@ impl GuardHttp {
         match body_plan(pairs, config, end_of_stream) {
             BodyPlan::Forward => Action::Continue,
             BodyPlan::ExpectEmpty => {
-                self.pending = Some(PendingBody {
-                    buffer: BodyBuffer::new(config.max_body_bytes),
-                    reported: 0,
-                    mcp_method: Vec::new(),
-                    mcp_name: Vec::new(),
-                    key_id: identity.key_id.clone(),
-                    request_id: request_id.map(str::to_string),
-                    must_be_empty: true,
-                });
+                self.pending = Some(PendingBody::new(
+                    config,
+                    identity,
+                    request_id,
+                    (Vec::new(), Vec::new()),
+                    true,
+                ));
                 Action::Pause
             }
-            BodyPlan::Reject(early) => self.reject_body(
-                config,
-                BodyRejection {
-                    status: early.status,
-                    rule: &early.rule,
-                    body: early.body,
-                    tool: None,
-                    path: "-",
-                },
-                &identity.key_id,
-                request_id,
-            ),
+            BodyPlan::Reject(early) => {
+                self.refuse_whole_body(config, early, &identity.key_id, request_id)
+            }
             BodyPlan::Inspect {
                 mcp_method,
                 mcp_name,
             } => {
-                self.pending = Some(PendingBody {
-                    buffer: BodyBuffer::new(config.max_body_bytes),
-                    reported: 0,
-                    mcp_method,
-                    mcp_name,
-                    key_id: identity.key_id.clone(),
-                    request_id: request_id.map(str::to_string),
-                    must_be_empty: false,
-                });
+                self.pending = Some(PendingBody::new(
+                    config,
+                    identity,
+                    request_id,
+                    (mcp_method, mcp_name),
+                    false,
+                ));
                 if end_of_stream {
                     // A POST without a body: judged now (it is not valid JSON-RPC).
                     self.judge_body(config)
@@ -202,21 +209,15 @@ impl GuardHttp {
             // Over the limit, or bytes Envoy reported but would not hand over: never judge a part.
             Some(Outcome::OverLimit) | None => return self.body_too_large(config, &pending),
         };
-        if pending.must_be_empty && !body.is_empty() {
-            return self.body_not_allowed(config, &pending);
+        if pending.must_be_empty {
+            return if body.is_empty() {
+                self.forward_if_key_holds(&pending.key_id, pending.request_id.as_deref())
+            } else {
+                self.body_not_allowed(config, &pending)
+            };
         }
         if let Some(metrics) = &self.metrics {
             metrics.body_inspected();
-        }
-        if pending.must_be_empty {
-            return match self.recheck(Recheck::Strict) {
-                None => Action::Continue,
-                Some(stopped) => self.deny(
-                    stopped.cut.reason(),
-                    Some(&pending.key_id),
-                    pending.request_id.as_deref(),
-                ),
-            };
         }
         let method: Vec<&str> = pending.mcp_method.iter().map(String::as_str).collect();
         let name: Vec<&str> = pending.mcp_name.iter().map(String::as_str).collect();
@@ -227,14 +228,9 @@ impl GuardHttp {
         match inspect_request(body, &headers, &config.inspect) {
             // The key may have been revoked while the body was uploading: check again before
             // anything is forwarded.
-            Verdict::Allow => match self.recheck(Recheck::Strict) {
-                None => Action::Continue,
-                Some(stopped) => self.deny(
-                    stopped.cut.reason(),
-                    Some(&pending.key_id),
-                    pending.request_id.as_deref(),
-                ),
-            },
+            Verdict::Allow => {
+                self.forward_if_key_holds(&pending.key_id, pending.request_id.as_deref())
+            }
             Verdict::Reject(rejection) => self.reject_body(
                 config,
                 BodyRejection {
@@ -250,27 +246,40 @@ impl GuardHttp {
         }
     }
 
+    /// The last check before anything is forwarded: the key may have been revoked while the
+    /// body was uploading.
+    fn forward_if_key_holds(&self, key_id: &str, request_id: Option<&str>) -> Action {
+        match self.recheck(Recheck::Strict) {
+            None => Action::Continue,
+            Some(stopped) => self.deny(stopped.cut.reason(), Some(key_id), request_id),
+        }
+    }
+
     fn body_not_allowed(&mut self, config: &Config, pending: &PendingBody) -> Action {
+        let early = EarlyRejection::new(
+            400,
+            "body_not_allowed",
+            "Only POST requests carry MCP messages: send no body with other methods",
+        );
         self.refuse_whole_body(
             config,
-            pending,
-            EarlyRejection::new(
-                400,
-                "body_not_allowed",
-                "Only POST requests carry MCP messages: send no body with other methods",
-            ),
+            early,
+            &pending.key_id,
+            pending.request_id.as_deref(),
         )
     }
 
     fn body_too_large(&mut self, config: &Config, pending: &PendingBody) -> Action {
+        let early = EarlyRejection::new(
+            413,
+            "body_too_large",
+            "The request body is larger than this endpoint accepts",
+        );
         self.refuse_whole_body(
             config,
-            pending,
-            EarlyRejection::new(
-                413,
-                "body_too_large",
-                "The request body is larger than this endpoint accepts",
-            ),
+            early,
+            &pending.key_id,
+            pending.request_id.as_deref(),
         )
     }
 
@@ -278,8 +287,9 @@ impl GuardHttp {
     fn refuse_whole_body(
         &mut self,
         config: &Config,
-        pending: &PendingBody,
         early: EarlyRejection,
+        key_id: &str,
+        request_id: Option<&str>,
     ) -> Action {
         self.reject_body(
             config,
@@ -290,8 +300,8 @@ impl GuardHttp {
                 tool: None,
                 path: "-",
             },
-            &pending.key_id,
-            pending.request_id.as_deref(),
+            key_id,
+            request_id,
         )
     }
 
@@ -335,10 +345,7 @@ impl GuardHttp {
         if audit {
             record_decision("audit", Some(rejection.rule));
             // Forwarded in audit mode, so the key gets the same last check as an allowed body.
-            if let Some(stopped) = self.recheck(Recheck::Strict) {
-                return self.deny(stopped.cut.reason(), Some(key_id), request_id);
-            }
-            return Action::Continue;
+            return self.forward_if_key_holds(key_id, request_id);
         }
         self.forget();
         record_decision("block", Some(rejection.rule));

@@ -424,28 +424,23 @@ pub struct IssuedKey {
 
 impl Guardctl {
     pub fn start(dir: &Path) -> Guardctl {
-        let mut guardctl = Guardctl {
-            port: 0,
-            starts: 0,
-            data_dir: dir.join("guardctl-data"),
-            process: None,
-            dir: dir.to_path_buf(),
-            own_group: false,
-        };
-        guardctl.restart();
-        guardctl
+        Self::start_with(dir, false)
     }
 
     /// Like [`Guardctl::start`], but the server leads its own process group (also after every
     /// restart), for tests that crash it with [`Guardctl::crash`].
     pub fn start_in_own_group(dir: &Path) -> Guardctl {
+        Self::start_with(dir, true)
+    }
+
+    fn start_with(dir: &Path, own_group: bool) -> Guardctl {
         let mut guardctl = Guardctl {
             port: 0,
             starts: 0,
             data_dir: dir.join("guardctl-data"),
             process: None,
             dir: dir.to_path_buf(),
-            own_group: true,
+            own_group,
         };
         guardctl.restart();
         guardctl
