@@ -76,8 +76,9 @@ run: build envoy ## The local stack: guardctl :8081, demo MCP :8000, Envoy :1000
 	MCP_UPSTREAM=$(MCP_UPSTREAM) ENVOY=$(ENVOY) tools/run-local.sh
 
 FUZZ_SECONDS ?= 600
-fuzz: ## Fuzz the token grammar and the body inspector, FUZZ_SECONDS (600) each, in parallel
-	tools/fuzz.sh token $(FUZZ_SECONDS) & tools/fuzz.sh inspector $(FUZZ_SECONDS) & \
+fuzz: ## Fuzz the token grammar, the header scan and the body inspector, FUZZ_SECONDS (600) each, in parallel
+	tools/fuzz.sh token $(FUZZ_SECONDS) & tools/fuzz.sh headers $(FUZZ_SECONDS) & \
+	  tools/fuzz.sh inspector $(FUZZ_SECONDS) & \
 	  ok=0; for job in $$(jobs -p); do wait $$job || ok=1; done; exit $$ok
 
 bench-deps: ## Install the load generator (wrk, from Debian) if missing

@@ -6,11 +6,13 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use mcp_guard::auth::authenticate;
+use mcp_guard::auth::smuggled::holds_token;
 use mcp_guard::auth::token::parse_authorization;
 use mcp_guard::keyset::record::{Entry, KeyRecord, VersionedEntry};
 use mcp_guard::keyset::Lookup;
 use mcp_guard::mcp::json::{parse_with, ParseBuffers, ParseOptions};
 use mcp_guard::mcp::{inspect_body, InspectConfig, NamePolicy};
+use mcp_guard::request::RequestHeaders;
 use sha2::{Digest, Sha256};
 
 const TOKEN: &str = "amt_k3x9a0b1c2d3_Zk3x9a0b1c2d3e4f5g6h7i8j9k0l1m2n3o4p5q6r7s8";
@@ -96,6 +98,48 @@ fn main() {
                 let token = parse_authorization(&[black_box(header.as_str())]).unwrap();
                 let lookup = Lookup::Active(record.clone());
                 black_box(authenticate(token, lookup, Some("demo"), || 0).is_ok());
+            })
+        },
+        None,
+    );
+    // A typical MCP request's headers, as Envoy hands them over: the header decision reads
+    // them all, and scans every value but Authorization for a credential in any encoding.
+    let typical: Vec<(String, String)> = [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":authority", "mcp.internal.example:10000"),
+        (":path", "/api/mcp?session=2f6c"),
+        ("user-agent", "claude-code/2.1.233 (linux; x64) node/20.18.0"),
+        ("accept", "application/json, text/event-stream"),
+        ("content-type", "application/json"),
+        ("content-length", "1024"),
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "tools/call"),
+        ("mcp-name", "search_issues"),
+        ("x-forwarded-for", "10.12.0.7"),
+        ("x-forwarded-proto", "https"),
+        ("x-request-id", "6f1c9a3e-77ab-4c2d-9e1f-0a1b2c3d4e5f"),
+        ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        ("cookie", "theme=dark; sid=Zm9vYmFyYmF6cXV4cXV1eHF1dXhxdXV4cXV1eHF1dXhxdXV4cXV1eHF1dXhxdXV4cXV1eA"),
+        ("authorization", header.as_str()),
+    ]
+    .into_iter()
+    .map(|(n, v)| (n.to_string(), v.to_string()))
+    .collect();
+    report(
+        "request_headers_typical",
+        || ns_per_op(|| drop(black_box(RequestHeaders::from_pairs(black_box(&typical))))),
+        None,
+    );
+    report(
+        "credential_scan_typical_headers",
+        || {
+            ns_per_op(|| {
+                for (name, value) in black_box(&typical) {
+                    if name != "authorization" {
+                        black_box(holds_token(name) || holds_token(value));
+                    }
+                }
             })
         },
         None,

@@ -30,6 +30,21 @@ pub fn deny(
             Some("invalid_request"),
             "Malformed credentials: send exactly one Authorization: Bearer amt_<key-id>_<secret> header, and no credentials in the URL",
         ),
+        DenyReason::TokenInUrl => (
+            400,
+            Some("invalid_request"),
+            "Credentials are accepted only in the Authorization header: this URL carries one",
+        ),
+        DenyReason::TokenInCookie => (
+            400,
+            Some("invalid_request"),
+            "Credentials are accepted only in the Authorization header: a cookie carries one",
+        ),
+        DenyReason::TokenInHeader => (
+            400,
+            Some("invalid_request"),
+            "Credentials are accepted only in the Authorization header: another request header carries one",
+        ),
         DenyReason::UnknownKey
         | DenyReason::BadSecret
         | DenyReason::Revoked
@@ -77,7 +92,7 @@ pub fn is_safe_request_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-        && !crate::auth::token::contains_token_like(id)
+        && !crate::auth::smuggled::holds_token(id)
 }
 
 #[cfg(test)]
@@ -92,6 +107,26 @@ mod tests {
             .iter()
             .find(|(n, _)| *n == name)
             .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn a_credential_outside_authorization_is_an_invalid_request_that_says_where() {
+        let mut messages = Vec::new();
+        for reason in [
+            DenyReason::TokenInUrl,
+            DenyReason::TokenInCookie,
+            DenyReason::TokenInHeader,
+        ] {
+            let reply = deny(reason, CHALLENGE, 1, None);
+            assert_eq!(reply.status, 400);
+            assert_eq!(
+                header(&reply, "www-authenticate"),
+                Some("Bearer realm=\"mcp\", error=\"invalid_request\"")
+            );
+            messages.push(reply.body);
+        }
+        messages.dedup();
+        assert_eq!(messages.len(), 3, "each class has its own message");
     }
 
     #[test]

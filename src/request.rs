@@ -1,7 +1,8 @@
 //! The request-headers decision, from the full list of header pairs to allow or deny.
 //! Pure: the key-set lookup comes in as a closure so tests run it over an in-memory store.
 
-use crate::auth::token::{contains_token_like, parse_authorization};
+use crate::auth::smuggled::{holds_token, redact, REDACTED};
+use crate::auth::token::parse_authorization;
 use crate::auth::{authenticate, DenyReason, Identity};
 use crate::config::Config;
 use crate::keyset::Lookup;
@@ -12,6 +13,19 @@ use crate::reply::is_safe_request_id;
 /// Identity headers the filter owns. Client-supplied copies are removed before anything else.
 pub const IDENTITY_HEADERS: [&str; 3] = ["x-amt-key-id", "x-amt-org", "x-amt-role"];
 
+/// True when a header name is, or would be read by some server as, one of [`IDENTITY_HEADERS`]:
+/// case aside, CGI/WSGI servers and some proxies read `_` as `-` (`x_amt_role` is
+/// `HTTP_X_AMT_ROLE`, like `x-amt-role`).
+pub fn spells_identity_header(name: &str) -> bool {
+    IDENTITY_HEADERS.iter().any(|identity| {
+        identity.len() == name.len()
+            && identity.bytes().zip(name.bytes()).all(|(i, n)| {
+                let n = n.to_ascii_lowercase();
+                n == i || (i == b'-' && n == b'_')
+            })
+    })
+}
+
 /// What the decision needs from the request headers, read in one pass over all pairs (so a
 /// repeated `Authorization` header is seen, unlike with a single-value host call).
 #[derive(Debug, Default)]
@@ -19,10 +33,11 @@ pub struct RequestHeaders<'a> {
     authorization: Vec<&'a str>,
     authority: &'a str,
     path: &'a str,
-    cookies: Vec<&'a str>,
     pub request_id: Option<&'a str>,
-    /// Which of [`IDENTITY_HEADERS`] the client sent.
-    pub spoofed_identity: [bool; 3],
+    /// Client-sent headers that are, or spell, one of [`IDENTITY_HEADERS`] (their exact names).
+    pub spoofed_identity: Vec<&'a str>,
+    /// Where a credential outside `Authorization` was found first, if anywhere.
+    pub smuggled: Option<DenyReason>,
 }
 
 impl<'a> RequestHeaders<'a> {
@@ -31,61 +46,105 @@ impl<'a> RequestHeaders<'a> {
         for (name, value) in pairs {
             // Envoy hands header names over lower-cased.
             match name.as_str() {
-                "authorization" => headers.authorization.push(value),
+                "authorization" => {
+                    headers.authorization.push(value);
+                    continue;
+                }
                 ":authority" => headers.authority = value,
                 ":path" => headers.path = value,
-                "cookie" => headers.cookies.push(value),
                 // Only a safe id goes into logs and replies; Envoy keeps the client's value.
                 "x-request-id" => {
                     headers.request_id = Some(value.as_str()).filter(|id| is_safe_request_id(id))
                 }
-                other => {
-                    if let Some(i) = IDENTITY_HEADERS.iter().position(|h| *h == other) {
-                        headers.spoofed_identity[i] = true;
-                    }
-                }
+                other if spells_identity_header(other) => headers.spoofed_identity.push(other),
+                _ => {}
+            }
+            if headers.smuggled.is_none() {
+                headers.smuggled = smuggled_in(name, value);
             }
         }
         headers
     }
-
-    /// Credentials in the URL end up in every access log on the way; the MCP specification forbids
-    /// them. A request carrying one is refused even if its header is valid.
-    fn has_credentials_outside_header(&self) -> bool {
-        let query = self.path.split_once('?').map_or("", |(_, q)| q);
-        let access_token_param = query
-            .split('&')
-            .any(|param| param.split('=').next() == Some("access_token"));
-        // Percent-decoded first: `amt%5F...` is the same token to whoever decodes the URL.
-        access_token_param
-            || contains_token_like(&percent_decoded(self.path))
-            || self.cookies.iter().any(|c| contains_token_like(c))
-    }
 }
 
-/// `%XX` sequences decoded (invalid ones kept as they are), lossily as UTF-8: only for scanning.
-fn percent_decoded(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.contains('%') {
-        return std::borrow::Cow::Borrowed(text);
-    }
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
-            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
-                let value = hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0);
-                out.push(value as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
+/// The class of credential a header other than `Authorization` carries, if it carries one.
+/// The URL also may not carry an `access_token` parameter (RFC 6750 form, forbidden by MCP).
+fn smuggled_in(name: &str, value: &str) -> Option<DenyReason> {
+    let reason = match name {
+        ":path" => DenyReason::TokenInUrl,
+        "cookie" => DenyReason::TokenInCookie,
+        _ => DenyReason::TokenInHeader,
+    };
+    let in_url = name == ":path" && has_access_token_param(value);
+    (in_url || holds_token(value) || holds_token(name)).then_some(reason)
+}
+
+fn has_access_token_param(path: &str) -> bool {
+    let query = path.split_once('?').map_or("", |(_, q)| q);
+    query
+        .split('&')
+        .any(|param| param.split('=').next() == Some("access_token"))
+}
+
+/// How the filter rewrites a header before refusing a request that carries a credential outside
+/// `Authorization`, so that neither Envoy's access log nor anything else that reads the request
+/// afterwards sees it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Redaction {
+    /// Replace every value of the header with these (one per value, in order).
+    Replace(String, Vec<String>),
+    /// The header's name itself holds a token: remove it.
+    Remove(String),
+}
+
+/// The rewrites that take every credential out of a refused request's headers. `Authorization`
+/// is always removed too (a refused request may have carried a valid one).
+pub fn redactions(pairs: &[(String, String)]) -> Vec<Redaction> {
+    let mut out = vec![Redaction::Remove("authorization".to_string())];
+    for (name, value) in pairs {
+        if name == "authorization" || smuggled_in(name, value).is_none() {
+            continue;
         }
+        if holds_token(name) {
+            out.push(Redaction::Remove(name.clone()));
+            continue;
+        }
+        if out
+            .iter()
+            .any(|r| matches!(r, Redaction::Replace(n, _) if n == name))
+        {
+            continue;
+        }
+        let values = pairs
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| {
+                if name == ":path" {
+                    redact_path(v)
+                } else {
+                    redact(v)
+                }
+            })
+            .collect();
+        out.push(Redaction::Replace(name.clone(), values));
     }
-    std::borrow::Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+    out
+}
+
+/// [`redact`], and the value of any `access_token` query parameter.
+fn redact_path(path: &str) -> String {
+    let redacted = redact(path);
+    let Some((before, query)) = redacted.split_once('?') else {
+        return redacted;
+    };
+    let params: Vec<String> = query
+        .split('&')
+        .map(|param| match param.split_once('=') {
+            Some(("access_token", _)) => format!("access_token={REDACTED}"),
+            _ => param.to_string(),
+        })
+        .collect();
+    format!("{before}?{}", params.join("&"))
 }
 
 /// The outcome of the headers phase, with the key-id when the token was well formed (for logs).
@@ -100,10 +159,12 @@ pub fn decide<'a>(
     lookup: impl FnOnce(&str) -> Lookup,
     now_unix_s: impl FnOnce() -> u64,
 ) -> Decision<'a> {
-    if headers.has_credentials_outside_header() {
+    // Refused even if the Authorization header is valid: a credential elsewhere is logged and
+    // forwarded by every hop.
+    if let Some(reason) = headers.smuggled {
         return Decision {
             key_id: None,
-            result: Err(DenyReason::Malformed),
+            result: Err(reason),
         };
     }
     let token = match parse_authorization(&headers.authorization) {
@@ -186,45 +247,105 @@ mod tests {
         }
     }
 
+    /// Every place outside `Authorization` a credential can travel in, each with its reason.
     #[test]
-    fn credentials_in_the_url_or_cookie_are_refused() {
+    fn a_credential_outside_authorization_is_refused_with_its_class() {
+        use DenyReason::{TokenInCookie, TokenInHeader, TokenInUrl};
         let bearer = format!("Bearer {TOKEN}");
-        let in_query = format!("/api/mcp?key={TOKEN}");
-        let cookie = format!("session={TOKEN}");
-        let cases = [
-            vec![
-                ("authorization", bearer.as_str()),
-                (":path", in_query.as_str()),
-            ],
-            vec![(":path", in_query.as_str())],
-            vec![
-                ("authorization", bearer.as_str()),
-                (":path", "/api/mcp?access_token=x"),
-            ],
-            vec![
-                ("authorization", bearer.as_str()),
-                ("cookie", cookie.as_str()),
-            ],
+        let other = "amt_zzzzzzzzzzzz_Ak3x9a0b1c2d3e4f5g6h7i8j9k0l1m2n3o4p5q6r7s8";
+        let encoded = TOKEN.replace('_', "%5F");
+        let basic = format!(
+            "Basic {}",
+            crate::auth::smuggled::tests::base64(format!("agent:{TOKEN}").as_bytes(), false, true)
+        );
+        let cases: Vec<(String, String, DenyReason)> = vec![
+            (":path".into(), format!("/api/mcp?key={TOKEN}"), TokenInUrl),
+            (
+                ":path".into(),
+                format!("/api/mcp?key={encoded}"),
+                TokenInUrl,
+            ),
+            (":path".into(), format!("/api/mcp/{TOKEN}"), TokenInUrl),
+            (":path".into(), "/api/mcp?access_token=x".into(), TokenInUrl),
+            ("cookie".into(), format!("session={TOKEN}"), TokenInCookie),
+            ("cookie".into(), format!("a=1; k={encoded}"), TokenInCookie),
+            ("x-api-key".into(), TOKEN.into(), TokenInHeader),
+            ("api-key".into(), other.into(), TokenInHeader),
+            (
+                "proxy-authorization".into(),
+                format!("Bearer {TOKEN}"),
+                TokenInHeader,
+            ),
+            ("proxy-authorization".into(), basic.clone(), TokenInHeader),
+            ("x-request-id".into(), TOKEN.into(), TokenInHeader),
+            (
+                "x-forwarded-authorization".into(),
+                encoded.clone(),
+                TokenInHeader,
+            ),
+            ("mcp-param-query".into(), TOKEN.into(), TokenInHeader),
+            (TOKEN.into(), "1".into(), TokenInHeader),
         ];
-        for case in cases {
-            assert_eq!(run(&case), Err(DenyReason::Malformed), "{case:?}");
-        }
-        assert!(run(&[
-            ("authorization", &bearer),
-            (":path", "/api/mcp?cursor=amt_page&x=1")
-        ])
-        .is_ok());
-        // Encoded, or in the path rather than the query: still a credential in the URL.
-        let encoded = format!("/api/mcp?key={}", TOKEN.replace('_', "%5F"));
-        let in_path = format!("/api/mcp/{TOKEN}");
-        for path in [encoded.as_str(), in_path.as_str()] {
+        for (name, value, reason) in &cases {
+            let with_key = [
+                ("authorization", bearer.as_str()),
+                (name.as_str(), value.as_str()),
+            ];
+            assert_eq!(run(&with_key), Err(*reason), "{name}: {value}");
+            // Without a valid Authorization: refused all the same, for the same reason.
             assert_eq!(
-                run(&[("authorization", &bearer), (":path", path)]),
-                Err(DenyReason::Malformed),
-                "{path}"
+                run(&[(name.as_str(), value.as_str())]),
+                Err(*reason),
+                "{name}"
             );
         }
-        assert_eq!(percent_decoded("a%5Fb%zz%4"), "a_b%zz%4");
+        for (name, value) in [
+            (":path", "/api/mcp?cursor=amt_page&x=1"),
+            ("cookie", "amt_session=short"),
+            ("x-request-id", "6f1c9a3e-77ab-4c2d-9e1f-0a1b2c3d4e5f"),
+            ("user-agent", "amt_client/1.0 (linux)"),
+        ] {
+            assert!(
+                run(&[("authorization", &bearer), (name, value)]).is_ok(),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_refused_request_is_redacted_where_it_carried_a_token() {
+        let encoded = TOKEN.replace('_', "%5F");
+        let in_path = format!("/api/mcp/{TOKEN}?access_token=abc&x=1");
+        let cookie = format!("a=1; k={encoded}");
+        let bearer = format!("Bearer {TOKEN}");
+        let mut request = pairs(&[
+            (":path", &in_path),
+            ("authorization", &bearer),
+            ("cookie", &cookie),
+            ("x-request-id", TOKEN),
+            ("accept", "application/json"),
+        ]);
+        request.push(("cookie".into(), "b=2".into()));
+        request.push((TOKEN.into(), "1".into()));
+        let expected = vec![
+            Redaction::Remove("authorization".into()),
+            Redaction::Replace(
+                ":path".into(),
+                vec!["/api/mcp/[redacted]?access_token=[redacted]&x=1".into()],
+            ),
+            Redaction::Replace(
+                "cookie".into(),
+                vec!["a=1; k=[redacted]".into(), "b=2".into()],
+            ),
+            Redaction::Replace("x-request-id".into(), vec!["[redacted]".into()]),
+            Redaction::Remove(TOKEN.into()),
+        ];
+        assert_eq!(redactions(&request), expected);
+        // A request refused for another reason loses only its Authorization header.
+        assert_eq!(
+            redactions(&pairs(&[("authorization", &bearer)])),
+            vec![Redaction::Remove("authorization".into())]
+        );
     }
 
     #[test]
@@ -245,10 +366,27 @@ mod tests {
     }
 
     #[test]
-    fn spoofed_identity_headers_are_noticed() {
-        let pairs = pairs(&[("x-amt-org", "root"), ("x-amt-role", "admin")]);
+    fn every_spelling_of_an_identity_header_is_spoofing() {
+        let sent = [
+            ("x-amt-org", "root"),
+            ("x-amt-role", "admin"),
+            ("x_amt_role", "admin"),
+            ("x_amt-key_id", "k"),
+            ("X_AMT_ORG", "root"),
+        ];
+        let pairs = pairs(&sent);
         let headers = RequestHeaders::from_pairs(&pairs);
-        assert_eq!(headers.spoofed_identity, [false, true, true]);
+        let names: Vec<&str> = sent.iter().map(|(n, _)| *n).collect();
+        assert_eq!(headers.spoofed_identity, names);
+        for innocent in [
+            "x-amt-orgs",
+            "x-amt",
+            "xamt-role",
+            "x-amt-rol",
+            "x.amt.role",
+        ] {
+            assert!(!spells_identity_header(innocent), "{innocent}");
+        }
     }
 
     fn plan(extra: &[(&str, &str)]) -> BodyPlan {

@@ -94,6 +94,8 @@ static_resources:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: bench
           codec_type: AUTO
+          # As in the shipped configs, for every variant alike.
+          common_http_protocol_options: {{ headers_with_underscores_action: REJECT_REQUEST }}
           route_config:
             virtual_hosts:
             - name: bench

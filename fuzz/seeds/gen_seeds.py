@@ -184,7 +184,7 @@ def write(dirname, name, data):
 
 
 def main():
-    for d in ("inspector", "token"):
+    for d in ("inspector", "token", "headers"):
         os.makedirs(os.path.join(HERE, d), exist_ok=True)
         for f in os.listdir(os.path.join(HERE, d)):
             if f.startswith("t-"):  # generated; regression seeds (other names) are kept
@@ -232,7 +232,33 @@ def main():
     for i, data in enumerate(token_cases):
         h = hashlib.sha1(data).hexdigest()[:8]
         write("token", f"t-{i:03d}-{h}", data)
-    print(f"inspector: {len(cases) + len(extra)} seeds, token: {len(token_cases)} seeds")
+
+    # headers: lines `name:value` (a first line starting with `/` is the path), see
+    # fuzz_targets/headers.rs; the credential classes of request.rs's table, encoded every way
+    # src/auth/smuggled.rs decodes.
+    b64 = __import__("base64")
+    pct = lambda data: b"".join(b"%%%02X" % c for c in data)
+    header_cases = [
+        b"x-api-key:" + t,
+        b"proxy-authorization:Basic " + b64.b64encode(b"agent:" + t),
+        b"x-token:" + b64.urlsafe_b64encode(t).rstrip(b"="),
+        b"x-token:xy" + b64.b64encode(t),
+        b"cookie:theme=dark; k=" + t.replace(b"_", b"%5F"),
+        b"cookie:k=" + t.replace(b"_", b"%255F"),
+        b"x-forwarded-credential:" + pct(t),
+        b"x-request-id:" + t,
+        b"/api/mcp/" + t + b"?x=1",
+        b"/api/mcp?access_token=abc",
+        b"/api/mcp?cursor=amt_page\ncookie:amt_session=short",
+        b"user-agent:amt_client/1.0\naccept:application/json",
+        t + b":1",
+        b"x-b64-pct:" + pct(b64.b64encode(t)),
+    ]
+    for i, data in enumerate(header_cases):
+        h = hashlib.sha1(data).hexdigest()[:8]
+        write("headers", f"t-{i:03d}-{h}", data.replace(b"\\n", b"\n"))
+    print(f"inspector: {len(cases) + len(extra)} seeds, token: {len(token_cases)} seeds, "
+          f"headers: {len(header_cases)} seeds")
 
 
 if __name__ == "__main__":

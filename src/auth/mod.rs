@@ -1,6 +1,7 @@
 //! Authentication decision: token grammar, constant-time hash check, expiry and org scoping.
 //! No host calls: the filter hands in the header values, the lookup result and the clock.
 
+pub mod smuggled;
 pub mod token;
 
 use sha2::{Digest, Sha256};
@@ -15,6 +16,12 @@ use token::{CredentialError, Token};
 pub enum DenyReason {
     Missing,
     Malformed,
+    /// A token (ours, in any encoding [`smuggled`] decodes) or `access_token` in the URL.
+    TokenInUrl,
+    /// A token in a cookie.
+    TokenInCookie,
+    /// A token in any other request header (or header name) than the one `Authorization`.
+    TokenInHeader,
     UnknownKey,
     BadSecret,
     Revoked,
@@ -25,9 +32,12 @@ pub enum DenyReason {
 }
 
 impl DenyReason {
-    pub const ALL: [DenyReason; 9] = [
+    pub const ALL: [DenyReason; 12] = [
         DenyReason::Missing,
         DenyReason::Malformed,
+        DenyReason::TokenInUrl,
+        DenyReason::TokenInCookie,
+        DenyReason::TokenInHeader,
         DenyReason::UnknownKey,
         DenyReason::BadSecret,
         DenyReason::Revoked,
@@ -42,6 +52,9 @@ impl DenyReason {
         match self {
             DenyReason::Missing => "missing",
             DenyReason::Malformed => "malformed",
+            DenyReason::TokenInUrl => "token_in_url",
+            DenyReason::TokenInCookie => "token_in_cookie",
+            DenyReason::TokenInHeader => "token_in_header",
             DenyReason::UnknownKey => "unknown_key",
             DenyReason::BadSecret => "bad_secret",
             DenyReason::Revoked => "revoked",
@@ -50,6 +63,17 @@ impl DenyReason {
             DenyReason::KeySetNotLoaded => "keyset_not_loaded",
             DenyReason::KeySetStale => "keyset_stale",
         }
+    }
+}
+
+impl DenyReason {
+    /// A credential outside the `Authorization` header: what Envoy logs of the request must be
+    /// redacted before the reply ([`smuggled::redact`]).
+    pub fn is_smuggled_credential(self) -> bool {
+        matches!(
+            self,
+            DenyReason::TokenInUrl | DenyReason::TokenInCookie | DenyReason::TokenInHeader
+        )
     }
 }
 

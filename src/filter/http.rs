@@ -13,6 +13,7 @@ use proxy_wasm::types::{Action, LogLevel, MapType};
 use super::host::{log, log_enabled, now_ms, HostStore};
 use super::inflight::{key_set_now, lookup_now, stop};
 use super::metrics::Metrics;
+use crate::auth::smuggled::holds_token;
 use crate::auth::{DenyReason, Identity};
 use crate::config::{Config, Mode};
 use crate::keyset::state::ServingState;
@@ -20,7 +21,8 @@ use crate::keyset::{lookup_fresh, Freshness, Lookup};
 use crate::mcp::{inspect_request, BodyBuffer, McpHeaders, Outcome, Step, Verdict};
 use crate::reply;
 use crate::request::{
-    body_plan, decide, BodyPlan, EarlyRejection, RequestHeaders, IDENTITY_HEADERS,
+    body_plan, decide, redactions, BodyPlan, EarlyRejection, Redaction, RequestHeaders,
+    IDENTITY_HEADERS,
 };
 use crate::streams::{LiveStreams, Stopped};
 
@@ -435,6 +437,30 @@ pub(super) fn deny(
     Action::Pause
 }
 
+/// Takes every credential out of a refused request's headers (and `Authorization` always), so
+/// that the access log and anything else that reads the request after the local reply sees none.
+fn redact_refused_request(pairs: &[(String, String)]) {
+    for redaction in redactions(pairs) {
+        match redaction {
+            Redaction::Remove(name) => {
+                let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, &name);
+            }
+            Redaction::Replace(name, values) => {
+                let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, &name);
+                for value in values {
+                    let _ = hostcalls::add_map_value(MapType::HttpRequestHeaders, &name, &value);
+                }
+            }
+        }
+    }
+}
+
+fn trailers_hold_token(trailers: &[(String, String)]) -> bool {
+    trailers
+        .iter()
+        .any(|(name, value)| holds_token(name) || holds_token(value))
+}
+
 impl Context for GuardHttp {}
 
 impl HttpContext for GuardHttp {
@@ -445,10 +471,14 @@ impl HttpContext for GuardHttp {
         };
         let headers = RequestHeaders::from_pairs(&pairs);
 
-        // Before any early return: the client never gets to choose its own identity headers.
-        for (name, sent) in IDENTITY_HEADERS.iter().zip(headers.spoofed_identity) {
-            if sent {
-                let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
+        // Before any early return: the client never gets to choose its own identity headers,
+        // in any spelling a server might read as one.
+        for name in &headers.spoofed_identity {
+            let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
+        }
+        if !headers.spoofed_identity.is_empty() {
+            if let Some(metrics) = &self.metrics {
+                metrics.identity_spoofed();
             }
         }
 
@@ -508,7 +538,10 @@ impl HttpContext for GuardHttp {
                     end_of_stream,
                 )
             }
-            Err(reason) => self.deny(reason, decision.key_id, headers.request_id),
+            Err(reason) => {
+                redact_refused_request(&pairs);
+                self.deny(reason, decision.key_id, headers.request_id)
+            }
         }
     }
 
@@ -536,6 +569,26 @@ impl HttpContext for GuardHttp {
     }
 
     fn on_http_request_trailers(&mut self, _: usize) -> Action {
+        // Trailers are headers too: a credential there is refused like one in a header. A
+        // request whose headers were already forwarded (no body held) is reset instead.
+        if let Ok(trailers) = hostcalls::get_map(MapType::HttpRequestTrailers) {
+            if trailers_hold_token(&trailers) {
+                for (name, _) in &trailers {
+                    let _ = hostcalls::remove_map_value(MapType::HttpRequestTrailers, name);
+                }
+                let Some(pending) = self.pending.take() else {
+                    if let Some(metrics) = &self.metrics {
+                        metrics.denied(DenyReason::TokenInHeader);
+                    }
+                    record_decision("reset", Some(DenyReason::TokenInHeader.code()));
+                    self.forget();
+                    let _ = hostcalls::reset_http_request();
+                    return Action::Pause;
+                };
+                let request_id = pending.request_id.as_deref();
+                return self.deny(DenyReason::TokenInHeader, Some(&pending.key_id), request_id);
+            }
+        }
         // With trailers (HTTP/2, chunked), the body never sees end of stream: this is its end.
         match self.config.clone() {
             Some(config) if self.pending.is_some() => self.judge_body(&config),

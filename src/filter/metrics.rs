@@ -10,6 +10,8 @@ use crate::auth::DenyReason;
 
 pub struct Metrics {
     allowed: u32,
+    /// Requests that carried a client copy of an identity header (in any spelling).
+    identity_spoofed: u32,
     denied: [u32; DenyReason::ALL.len()],
     /// Streams reset mid-response because their key stopped holding.
     reset: [u32; DenyReason::ALL.len()],
@@ -37,6 +39,7 @@ impl Metrics {
         }
         Ok(Self {
             allowed: counter("mcp_guard.requests.allowed")?,
+            identity_spoofed: counter("mcp_guard.requests.identity_spoofed")?,
             denied,
             reset,
             keyset_version: gauge("mcp_guard.keyset.version")?,
@@ -53,6 +56,9 @@ impl Metrics {
 
     pub fn allowed(&self) {
         let _ = hostcalls::increment_metric(self.allowed, 1);
+    }
+    pub fn identity_spoofed(&self) {
+        let _ = hostcalls::increment_metric(self.identity_spoofed, 1);
     }
     pub fn denied(&self, reason: DenyReason) {
         if let Some(i) = DenyReason::ALL.iter().position(|r| *r == reason) {

@@ -23,8 +23,11 @@
 //!    absent (`null` is refused), and `name`, `arguments`, `_meta` spelled exactly (`-32602`, rule
 //!    `invalid_tool_call` / `noncanonical_member`).
 //! 5. Secrets (`-32602`), in document order, over the whole message:
-//!    - every key inside `params.arguments` of a `tools/call` (at any depth, objects inside arrays
-//!      too) is checked with the [`NamePolicy`]: rule = the deny phrase's rule;
+//!    - every key inside `params.arguments` of a `tools/call`, and inside the other members the
+//!      client writes (`client_data`: `inputResponses`, `_meta`, `prompts/get` arguments,
+//!      `completion/complete` context, a client's `result`), at any depth, objects inside arrays
+//!      too, is checked with the [`NamePolicy`]: rule = the deny phrase's rule; so is the
+//!      `params.argument.name` of a `completion/complete` (its `value` is that argument's);
 //!    - every string, key or value, anywhere in the message, is scanned for a token of our own
 //!      grammar after unescaping: rule `amt_token_value`;
 //!    - a string whose decoded text starts (after JSON whitespace) with `{`, `[` or `"` is parsed
@@ -36,7 +39,8 @@
 //!      text with backslash escapes loosely removed is scanned for tokens. Strings starting
 //!      with `"` that do not parse are left alone (plain text).
 //!
-//! Methods other than `tools/call` get checks 1–3 and the token scan of 5.
+//! Members of `params` that fold to one of the names above but are spelled differently are refused
+//! (`noncanonical_member`) for every method.
 //!
 //! # Replies
 //!
@@ -83,7 +87,25 @@ const MAX_HEADER_VALUE: usize = 8 * 1024;
 
 const MESSAGE_MEMBERS_ARRAY: [&str; 6] = ["jsonrpc", "id", "method", "params", "result", "error"];
 const MESSAGE_MEMBERS: &[&str] = &MESSAGE_MEMBERS_ARRAY;
-const TOOL_CALL_MEMBERS: &[&str] = &["name", "arguments", "_meta"];
+const TOOL_CALL_MEMBERS: &[&str] = &[
+    "name",
+    "arguments",
+    "_meta",
+    "inputResponses",
+    "requestState",
+];
+/// `params` members of every request whose contents the client writes (see [`client_data`]):
+/// spelled any other way they would escape the name policy, yet bind in a lenient decoder.
+const PARAMS_MEMBERS: &[&str] = &[
+    "name",
+    "arguments",
+    "_meta",
+    "inputResponses",
+    "requestState",
+    "argument",
+    "context",
+    "uri",
+];
 
 /// Inspector settings, built once per plugin configuration.
 #[derive(Debug, Clone)]
@@ -521,7 +543,7 @@ impl<'c> Inspector<'c> {
     }
 }
 
-impl Inspector<'_> {
+impl<'c> Inspector<'c> {
     /// Judges a parsed body: one message or a batch.
     fn document(&mut self, doc: &Document<'_>, headers: &McpHeaders<'_>) -> Verdict {
         let root = doc.root();
@@ -701,9 +723,54 @@ impl Inspector<'_> {
             }
         }
 
+        if method_name.as_deref() != Some("tools/call") {
+            if let Some(key) = params
+                .filter(|p| p.kind() == Kind::Object)
+                .and_then(|p| noncanonical_member(p, PARAMS_MEMBERS))
+            {
+                let path = render_path(&prefix, &[Seg::Key("params".into()), Seg::Key(key)]);
+                return Err(Box::new(shape_rejection(
+                    id.clone(),
+                    &path,
+                    RULE_NONCANONICAL_MEMBER,
+                    "MCP parameter names must be spelled exactly",
+                    INVALID_REQUEST,
+                    None,
+                )));
+            }
+        }
+        let mut names: Vec<Range<usize>> = args.iter().cloned().collect();
+        client_data(method_name.as_deref(), params, result, &mut names);
+        if method_name.as_deref() == Some("completion/complete") {
+            if let Some(rule) = self.completed_argument(params) {
+                let path = render_path(
+                    &prefix,
+                    &[
+                        Seg::Key("params".into()),
+                        Seg::Key("argument".into()),
+                        Seg::Key("value".into()),
+                    ],
+                );
+                return Err(Box::new(Rejection {
+                    kind: RejectKind::SecretName,
+                    status: HTTP_BAD_REQUEST,
+                    code: INVALID_PARAMS,
+                    id,
+                    message: format!(
+                        "Value `{path}` completes an argument that looks like a credential (rule \
+                         {rule}): send credentials only in the Authorization header, never in the \
+                         request body"
+                    ),
+                    path,
+                    rule: rule.to_string(),
+                    tool: None,
+                }));
+            }
+        }
+
         let range = msg.index()..msg.subtree_end();
         let doc = msg.document();
-        if let Some((idx, finding)) = self.scan(doc, range, args.clone(), 1) {
+        if let Some((idx, finding)) = self.scan(doc, range, &names, 1) {
             let mut segs = path_to(msg, idx);
             if finding.redact_key {
                 if let Some(last) = segs.last_mut() {
@@ -723,8 +790,11 @@ impl Inspector<'_> {
                 .as_deref()
                 .map(|t| format!(" of tool `{t}`"))
                 .unwrap_or_default();
+            let in_names = names.iter().any(|r| r.contains(&idx));
             let (what, where_) = if in_args {
                 ("Argument", " in tool arguments")
+            } else if in_names {
+                ("Field", " in the request body")
             } else {
                 ("Value", " in the request body")
             };
@@ -761,20 +831,28 @@ impl Inspector<'_> {
         Ok(())
     }
 
+    /// `completion/complete` sends the value a user is typing for `params.argument.name`: when
+    /// that name is a secret's, so is the value.
+    fn completed_argument(&mut self, params: Option<Value<'_, '_>>) -> Option<&'c str> {
+        let argument = params?.get("argument")?;
+        let name = argument.get("name")?.as_str()?;
+        self.check_name(&name.decode())
+    }
+
     /// Scans tape entries `range` of `doc` in document order. Keys in `names` are name-checked;
     /// every string is token-scanned and, if it looks like JSON, inspected at `level`.
     fn scan(
         &mut self,
         doc: &Document<'_>,
         range: Range<usize>,
-        names: Option<Range<usize>>,
+        names: &[Range<usize>],
         level: usize,
     ) -> Option<(usize, Finding)> {
         for idx in range {
             let Some((key_hash, s)) = doc.string_node(idx) else {
                 continue;
             };
-            let in_names = names.as_ref().is_some_and(|r| r.contains(&idx));
+            let in_names = names.iter().any(|r| r.contains(&idx));
             if let Some(hash) = key_hash {
                 if has_token(s) {
                     return Some((
@@ -847,8 +925,12 @@ impl Inspector<'_> {
             self.ws.buffers = buffers;
             if let Ok(inner) = parsed {
                 let all = 0..inner.node_count();
-                let names = in_names.then(|| all.clone());
-                let found = self.scan(&inner, all, names, level + 1);
+                let names = if in_names {
+                    core::slice::from_ref(&all)
+                } else {
+                    &[]
+                };
+                let found = self.scan(&inner, all.clone(), names, level + 1);
                 let Some((idx, finding)) = found else {
                     self.ws.buffers.recycle(inner);
                     return None;
@@ -1047,6 +1129,45 @@ fn loose_unescape(s: &str) -> String {
     out
 }
 
+/// Adds to `names` the subtrees whose keys the client writes and the name policy judges, besides
+/// `tools/call` arguments (MCP 2026-07-28 and earlier):
+/// - `params._meta` of any request or notification (free-form, extensions and vendors add keys);
+/// - `params.inputResponses` (`tools/call`, `prompts/get`, `resources/read`, and the tasks
+///   extension's `tasks/update`): the user's answers to elicitations (`content`), sampling
+///   results and roots, sent again with the retried request;
+/// - `prompts/get` `params.arguments`; `completion/complete` `params.context.arguments`;
+/// - a client's JSON-RPC response (`result`): elicitation and sampling results in revisions
+///   that still have server-to-client requests.
+///
+/// Everything else in a message is token-scanned only: its keys are protocol-defined, or
+/// server-issued (`cursor`, `requestState`), or not keyed at all (URIs, `reason`).
+fn client_data(
+    method: Option<&str>,
+    params: Option<Value<'_, '_>>,
+    result: Option<Value<'_, '_>>,
+    names: &mut Vec<Range<usize>>,
+) {
+    let mut add = |v: Option<Value<'_, '_>>| {
+        if let Some(v) = v.filter(|v| matches!(v.kind(), Kind::Object | Kind::Array)) {
+            names.push(v.index()..v.subtree_end());
+        }
+    };
+    if let Some(params) = params.filter(|p| p.kind() == Kind::Object) {
+        let [meta, input_responses, arguments, context] =
+            params.members(["_meta", "inputResponses", "arguments", "context"]);
+        add(meta);
+        add(input_responses);
+        match method {
+            Some("prompts/get") => add(arguments),
+            Some("completion/complete") => add(context.and_then(|c| c.get("arguments"))),
+            _ => {}
+        }
+    }
+    if method.is_none() {
+        add(result);
+    }
+}
+
 /// A member whose name folds to one of `canonical` but is spelled differently.
 fn noncanonical_member(obj: Value<'_, '_>, canonical: &[&str]) -> Option<String> {
     let longest = canonical.iter().map(|c| c.len()).max().unwrap_or(0);
@@ -1067,7 +1188,7 @@ fn noncanonical_member(obj: Value<'_, '_>, canonical: &[&str]) -> Option<String>
         } else {
             folded.clear();
             fold_str_into(&name, &mut folded);
-            is_canonical(&folded)
+            canonical.iter().any(|c| c.eq_ignore_ascii_case(&folded))
         };
         if collides {
             return Some(name.into_owned());

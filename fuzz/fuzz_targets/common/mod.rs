@@ -72,3 +72,74 @@ pub fn skipped(name: &str) -> bool {
     .iter()
     .any(|s| s == name)
 }
+
+/// `%XX` decoded once, every valid escape; `None` when there is none.
+fn ref_percent_decode(b: &[u8]) -> Option<Vec<u8>> {
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::new();
+    let mut changed = false;
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push(h * 16 + l);
+                changed = true;
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    changed.then_some(out)
+}
+
+/// base64 (either alphabet) decoded from every start position, as far as a token can reach.
+fn ref_base64_holds_token(b: &[u8]) -> bool {
+    const STANDARD: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const URL_SAFE: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let value = |c: u8| {
+        let at = |alphabet: &[u8]| alphabet.iter().position(|&x| x == c);
+        at(STANDARD).or_else(|| at(URL_SAFE)).map(|p| p as u8)
+    };
+    // A token is at most 4 + 32 + 1 + 64 bytes; with 2 bytes of misalignment on either side.
+    let reach = (4 + 32 + 1 + 64 + 4) * 4 / 3 + 4;
+    for start in 0..b.len() {
+        let mut bits: u32 = 0;
+        let mut nbits = 0;
+        let mut out = Vec::new();
+        for &c in b[start..].iter().take(reach) {
+            let Some(v) = value(c) else { break };
+            bits = (bits << 6) | u32::from(v);
+            nbits += 6;
+            if nbits >= 8 {
+                nbits -= 8;
+                out.push((bits >> nbits) as u8);
+                bits &= (1 << nbits) - 1;
+            }
+        }
+        if ref_contains_token(&String::from_utf8_lossy(&out)) {
+            return true;
+        }
+    }
+    false
+}
+
+/// A header value a server could decode to a token: as sent, percent-decoded up to three times,
+/// and base64 of each of those.
+pub fn ref_holds_token(v: &str) -> bool {
+    let mut text = v.as_bytes().to_vec();
+    for round in 0..=3 {
+        if ref_contains_token(&String::from_utf8_lossy(&text)) || ref_base64_holds_token(&text) {
+            return true;
+        }
+        if round == 3 {
+            break;
+        }
+        match ref_percent_decode(&text) {
+            Some(decoded) => text = decoded,
+            None => break,
+        }
+    }
+    false
+}

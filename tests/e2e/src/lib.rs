@@ -295,6 +295,27 @@ impl Request {
     }
 }
 
+/// POSTs the file `body` as JSON over HTTP/2 (prior knowledge) with `nghttp`, with the given
+/// extra request headers and one trailer (`name: value`), so the body never ends the stream;
+/// returns what nghttp printed (`-v`: frames and `:status`).
+pub fn nghttp_post(port: u16, body: &Path, headers: &[String], trailer: &str) -> String {
+    let mut command = std::process::Command::new("nghttp");
+    command
+        .args(["-v", "--no-dep", "--trailer", trailer, "-d"])
+        .arg(body);
+    for header in headers.iter().map(String::as_str).chain([
+        "content-type: application/json",
+        "accept: application/json, text/event-stream",
+    ]) {
+        command.args(["-H", header]);
+    }
+    let out = command
+        .arg(format!("http://127.0.0.1:{port}/api/mcp"))
+        .output()
+        .expect("nghttp (make e2e installs nghttp2-client)");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
 /// Reads one response, stopping at the end of its body rather than at connection close: Envoy
 /// holds an HTTP/1 connection open for a second after `connection: close` (delayed close).
 fn read_response(stream: &mut TcpStream) -> Response {
@@ -930,6 +951,23 @@ fn refused_by(port: u16, token: &str) -> bool {
     Request::get("/not-mcp").bearer(token).send(port).status == 401
 }
 
+/// When one proxy refused a revoked key, and when guardctl acknowledged the revoke, both counted
+/// from the moment the revoke request was sent.
+#[derive(Debug, Clone, Copy)]
+pub struct RevocationTiming {
+    pub refused_after_send: Duration,
+    pub answered_after_send: Duration,
+}
+
+impl RevocationTiming {
+    /// How long after the revoke was acknowledged the proxy still accepted the key (zero when it
+    /// already refused it by then): the window in which a request can still be forwarded.
+    pub fn window_after_answer(&self) -> Duration {
+        self.refused_after_send
+            .saturating_sub(self.answered_after_send)
+    }
+}
+
 /// Revokes `keys` one after another through the admin API and, for each, measures how long
 /// every proxy takes to refuse it (one probing thread per proxy, from the moment the revoke
 /// request is sent). Returns one latency per key and proxy; panics if a proxy never refuses.
@@ -938,8 +976,20 @@ pub fn measure_revocations(
     proxy_ports: &[u16],
     keys: &[IssuedKey],
 ) -> Vec<Duration> {
+    time_revocations(guardctl, proxy_ports, keys)
+        .iter()
+        .map(|t| t.refused_after_send)
+        .collect()
+}
+
+/// [`measure_revocations`], with the time of guardctl's answer too.
+pub fn time_revocations(
+    guardctl: &Guardctl,
+    proxy_ports: &[u16],
+    keys: &[IssuedKey],
+) -> Vec<RevocationTiming> {
     let admin = format!("Bearer {}", guardctl.admin_token());
-    let mut latencies = Vec::with_capacity(keys.len() * proxy_ports.len());
+    let mut timings = Vec::with_capacity(keys.len() * proxy_ports.len());
     for key in keys {
         let start = Instant::now();
         let probes: Vec<_> = proxy_ports
@@ -961,18 +1011,22 @@ pub fn measure_revocations(
             Request::get(&format!("/v1/keys/{}", key.key_id)).header("authorization", &admin);
         revoke.method = "DELETE".into();
         let answer = revoke.send(guardctl.port);
+        let answered_after_send = start.elapsed();
         assert!(answer.status < 300, "revoke failed: {answer:?}");
         for (probe, port) in probes.into_iter().zip(proxy_ports) {
-            let latency = probe.join().unwrap();
-            latencies.push(latency.unwrap_or_else(|| {
+            let refused = probe.join().unwrap().unwrap_or_else(|| {
                 panic!(
                     "the proxy on port {port} still accepts revoked key {}",
                     key.key_id
                 )
-            }));
+            });
+            timings.push(RevocationTiming {
+                refused_after_send: refused,
+                answered_after_send,
+            });
         }
     }
-    latencies
+    timings
 }
 
 /// The `p`-quantile (0..=1) of `sorted` by the nearest-rank method.

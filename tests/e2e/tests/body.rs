@@ -4,7 +4,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::time::Duration;
 
 use mcp_guard_e2e::*;
@@ -270,16 +269,8 @@ fn http2_with_trailers_is_judged_at_the_trailers() {
     let nghttp = |name: &str, body: &str| {
         let path = dir.join(name);
         std::fs::write(&path, body).unwrap();
-        let out = Command::new("nghttp")
-            .args(["-v", "--no-dep", "--trailer", "x-checksum: 1", "-d"])
-            .arg(&path)
-            .args(["-H", &format!("authorization: Bearer {}", key.token)])
-            .args(["-H", "content-type: application/json"])
-            .args(["-H", "accept: application/json, text/event-stream"])
-            .arg(format!("http://127.0.0.1:{}/api/mcp", stack.envoy.port))
-            .output()
-            .expect("nghttp (make e2e installs nghttp2-client)");
-        String::from_utf8_lossy(&out.stdout).to_string()
+        let authorization = format!("authorization: Bearer {}", key.token);
+        nghttp_post(stack.envoy.port, &path, &[authorization], "x-checksum: 1")
     };
     let before = stack.upstream.request_count();
     let blocked = nghttp("secret.json", &tools_call(31, r#"{"refresh_token":"x"}"#));
@@ -471,4 +462,58 @@ fn mcp_headers_are_checked_and_delete_passes_authenticated_without_inspection() 
         before + 2,
         "a body on another method reached the upstream"
     );
+}
+
+/// MCP 2026-07-28: what the client writes outside `arguments` gets the same name rules; each such
+/// request is refused in the body phase and the upstream sees none of it.
+#[test]
+fn client_data_outside_tool_arguments_is_inspected_too() {
+    let (stack, key) = stack_with_key("client-data", None);
+    let before = stack.upstream.request_count();
+    let cases = [
+        (
+            r#"{"jsonrpc":"2.0","id":21,"method":"tools/call","params":{"name":"echo","arguments":{"text":"deploy"},"inputResponses":{"confirm":{"action":"accept","content":{"password":"hunter2"}}},"requestState":"s1"}}"#,
+            "password",
+            "params.inputResponses.confirm.content.password",
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":22,"method":"prompts/get","params":{"name":"p","arguments":{"api_key":"sk-1"}}}"#,
+            "api_key",
+            "params.arguments.api_key",
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":23,"method":"tools/list","params":{"_meta":{"vendor":{"client_secret":"s"}}}}"#,
+            "client_secret",
+            "params._meta.vendor.client_secret",
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":24,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"login"},"argument":{"name":"password","value":"hun"}}}"#,
+            "password",
+            "params.argument.value",
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":25,"result":{"action":"accept","content":{"passphrase":"p"}}}"#,
+            "passphrase",
+            "result.content.passphrase",
+        ),
+    ];
+    for (body, rule, path) in cases {
+        let response = Request::post_json("/api/mcp", body)
+            .bearer(&key.token)
+            .send(stack.envoy.port);
+        let answer = assert_blocked(&response, 400, -32602, rule);
+        assert_eq!(answer["error"]["data"]["path"], path, "{answer}");
+        for value in ["hunter2", "sk-1", "\"s\"", "hun", "\"p\""] {
+            assert!(
+                !response.body.contains(value),
+                "the reply echoes a value: {answer}"
+            );
+        }
+    }
+    assert_eq!(
+        stack.upstream.request_count(),
+        before,
+        "a refused request reached the upstream"
+    );
+    assert_eq!(stack.envoy.stat("mcp_guard.body.rejected.password"), 2);
 }

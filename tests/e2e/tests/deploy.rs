@@ -453,6 +453,20 @@ fn envoy_filters_are_fail_closed_hold_headers_pin_the_module_and_select_by_label
         assert_eq!(discovery["config_source"]["initial_fetch_timeout"], "0s");
         assert!(discovery["config_source"]["ads"].is_object());
         assert_eq!(discovery["type_urls"], serde_json::json!([WASM_TYPE]));
+
+        let hcm = &patch(filter, "NETWORK_FILTER");
+        assert_eq!(hcm["match"]["context"], "SIDECAR_INBOUND");
+        assert_eq!(
+            hcm["match"]["listener"]["filterChain"]["filter"]["name"],
+            "envoy.filters.network.http_connection_manager"
+        );
+        assert_eq!(hcm["patch"]["operation"], "MERGE");
+        assert_eq!(
+            hcm["patch"]["value"]["typed_config"]["common_http_protocol_options"]
+                ["headers_with_underscores_action"],
+            "REJECT_REQUEST",
+            "{name}: underscore header names refused"
+        );
     }
     // The two differ only in the body-policy mode.
     let audit: Value =
@@ -465,7 +479,7 @@ fn envoy_filters_are_fail_closed_hold_headers_pin_the_module_and_select_by_label
 
 /// The EnvoyFilter's extension config as Envoy receives it from istio-agent (module fetched,
 /// `remote` rewritten to a local file), in a minimal bootstrap: listener, HCM, filter, router.
-fn bootstrap_with_filter(name: &str, typed_config: &Value) -> String {
+fn bootstrap_with_filter(name: &str, typed_config: &Value, hcm_patch: &Value) -> String {
     let cluster = |name: &str, port: u16| {
         serde_json::json!({
             "name": name, "type": "STATIC", "connect_timeout": "1s",
@@ -484,6 +498,7 @@ fn bootstrap_with_filter(name: &str, typed_config: &Value) -> String {
                     "typed_config": {
                         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                         "stat_prefix": "inbound",
+                        "common_http_protocol_options": hcm_patch["typed_config"]["common_http_protocol_options"],
                         "route_config": {"name": "inbound", "virtual_hosts": [{
                             "name": "inbound", "domains": ["*"],
                             "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "inbound|8000||"}}]
@@ -520,7 +535,8 @@ fn envoy_filter_extension_configs_validate_in_envoy_1_40() {
         let value = &patch(&filter, "EXTENSION_CONFIG")["patch"]["value"];
         let name = value["name"].as_str().unwrap();
         let typed = fetched_by_istio_agent(&value["typed_config"]);
-        let (ok, printed) = validate_yaml(&dir, name, &bootstrap_with_filter(name, &typed));
+        let hcm = &patch(&filter, "NETWORK_FILTER")["patch"]["value"];
+        let (ok, printed) = validate_yaml(&dir, name, &bootstrap_with_filter(name, &typed, hcm));
         assert!(ok, "envoy --mode validate refused {name}:\n{printed}");
 
         // Control: validate mode does run the filter's on_configure, so a plugin config the
@@ -532,7 +548,7 @@ fn envoy_filter_extension_configs_validate_in_envoy_1_40() {
         let (ok, printed) = validate_yaml(
             &dir,
             &format!("{name}-bad"),
-            &bootstrap_with_filter(name, &bad),
+            &bootstrap_with_filter(name, &bad, hcm),
         );
         assert!(!ok, "a bad plugin config must fail validation:\n{printed}");
     }

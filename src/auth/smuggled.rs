@@ -1,0 +1,310 @@
+//! Tokens outside the one `Authorization` header: where the filter looks for them, in which
+//! encodings, and how what Envoy logs about a refused request is redacted.
+//!
+//! A credential sent anywhere else (another header, a cookie, the URL) reaches the upstream, its
+//! logs and every hop's access log. So every request header value except the single
+//! `Authorization` (and every header name) is scanned for a token of our grammar, as sent and
+//! as a server might decode it:
+//!
+//! - percent-decoding (URLs, cookies, form values), repeated up to [`MAX_PERCENT_ROUNDS`] times
+//!   (double encoding: `%255F`);
+//! - base64, standard and URL-safe alphabets, padded or not (HTTP Basic and proxy credentials,
+//!   JWT segments, opaque cookies), of every run of base64 characters long enough to hold a
+//!   token, at each of the four alignments; also of each percent-decoded form.
+//!
+//! Not decoded: hex, JSON or HTML escapes, compression, base64 of base64. A server that applies
+//! those to a header value could still be handed a token; none of the common ones does.
+
+use std::borrow::Cow;
+
+use crate::mcp::text::{contains_amt_token, MIN_TOKEN_LEN};
+
+/// Percent-decoding rounds tried (a value decoded once more than this is not looked at).
+pub const MAX_PERCENT_ROUNDS: usize = 3;
+
+/// The shortest base64 run that can decode to a whole token.
+const MIN_BASE64_RUN: usize = MIN_TOKEN_LEN.div_ceil(3) * 4;
+
+/// What [`redact`] puts in place of a piece of a value that holds a token.
+pub const REDACTED: &str = "[redacted]";
+
+/// True when `value` holds a token, as sent or after the decodings in the module docs.
+pub fn holds_token(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    // Every encoding above is at least as long as the token itself.
+    if bytes.len() < MIN_TOKEN_LEN {
+        return false;
+    }
+    if contains_amt_token(bytes) || base64_runs_hold_token(bytes) {
+        return true;
+    }
+    if !bytes.contains(&b'%') {
+        return false;
+    }
+    let mut text: Cow<'_, [u8]> = Cow::Borrowed(bytes);
+    for _ in 0..MAX_PERCENT_ROUNDS {
+        let Some(decoded) = percent_decode(&text) else {
+            return false;
+        };
+        if contains_amt_token(&decoded) || base64_runs_hold_token(&decoded) {
+            return true;
+        }
+        text = Cow::Owned(decoded);
+    }
+    false
+}
+
+/// `%XX` sequences decoded (invalid ones kept as they are); `None` when there is none.
+pub fn percent_decode(bytes: &[u8]) -> Option<Vec<u8>> {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut changed = false;
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let pair = (bytes.get(i + 1).copied(), bytes.get(i + 2).copied());
+        if let (b'%', (Some(h), Some(l))) = (b, pair) {
+            if let (Some(h), Some(l)) = (hex(h), hex(l)) {
+                out.push((h * 16 + l) as u8);
+                changed = true;
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b);
+        i += 1;
+    }
+    changed.then_some(out)
+}
+
+/// Both base64 alphabets at once: `+` and `-` are 62, `/` and `_` are 63.
+fn base64_value(b: u8) -> Option<u8> {
+    match b {
+        b'A'..=b'Z' => Some(b - b'A'),
+        b'a'..=b'z' => Some(b - b'a' + 26),
+        b'0'..=b'9' => Some(b - b'0' + 52),
+        b'+' | b'-' => Some(62),
+        b'/' | b'_' => Some(63),
+        _ => None,
+    }
+}
+
+/// Decodes every run of base64 characters long enough to hold a token, at each alignment, and
+/// scans what it decodes to.
+fn base64_runs_hold_token(bytes: &[u8]) -> bool {
+    if bytes.len() < MIN_BASE64_RUN {
+        return false;
+    }
+    let mut decoded = Vec::new();
+    let mut start = 0;
+    while start < bytes.len() {
+        let run = bytes
+            .get(start..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(|&&b| base64_value(b).is_some())
+            .count();
+        if run >= MIN_BASE64_RUN {
+            let whole = bytes.get(start..start + run).unwrap_or_default();
+            for skip in 0..4 {
+                decoded.clear();
+                decode_base64_quads(whole.get(skip..).unwrap_or_default(), &mut decoded);
+                if contains_amt_token(&decoded) {
+                    return true;
+                }
+            }
+        }
+        start += run + 1;
+    }
+    false
+}
+
+/// Decodes the base64 characters of `run` (all valid) four by four; a last partial group of
+/// two or three characters gives its one or two bytes, as unpadded base64 does.
+fn decode_base64_quads(run: &[u8], out: &mut Vec<u8>) {
+    for group in run.chunks(4) {
+        let mut acc: u32 = 0;
+        for (i, &c) in group.iter().enumerate() {
+            acc |= u32::from(base64_value(c).unwrap_or(0)) << (18 - 6 * i);
+        }
+        let bytes = acc.to_be_bytes();
+        let take = match group.len() {
+            4 => 3,
+            3 => 2,
+            2 => 1,
+            _ => 0,
+        };
+        out.extend_from_slice(bytes.get(1..1 + take).unwrap_or_default());
+    }
+}
+
+/// Separators between the pieces [`redact`] judges one by one: URL and cookie delimiters,
+/// list separators and spaces. None of them can be part of a token or of its encodings.
+fn is_separator(b: u8) -> bool {
+    matches!(
+        b,
+        b'/' | b'?' | b'&' | b'=' | b';' | b',' | b' ' | b'\t' | b'#' | b':' | b'"' | b'\''
+    )
+}
+
+/// `value` with every piece (between separators) that holds a token replaced by
+/// [`REDACTED`]: what is left is safe to log. `/api/mcp/amt_...?x=1` becomes
+/// `/api/mcp/[redacted]?x=1`, `a=1; s=amt%5F...` becomes `a=1; s=[redacted]`. A value that
+/// still holds a token after that (a token split across pieces by an encoding) is replaced
+/// whole.
+pub fn redact(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut piece_start = 0;
+    let bytes = value.as_bytes();
+    let flush = |out: &mut String, piece: &str| {
+        if holds_token(piece) {
+            out.push_str(REDACTED);
+        } else {
+            out.push_str(piece);
+        }
+    };
+    for (i, &b) in bytes.iter().enumerate() {
+        if is_separator(b) {
+            flush(&mut out, value.get(piece_start..i).unwrap_or_default());
+            out.push(char::from(b));
+            piece_start = i + 1;
+        }
+    }
+    flush(&mut out, value.get(piece_start..).unwrap_or_default());
+    if holds_token(&out) {
+        return REDACTED.to_string();
+    }
+    out
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    const TOKEN: &str = "amt_k3x9a0b1c2d3_Zk3x9a0b1c2d3e4f5g6h7i8j9k0l1m2n3o4p5q6r7s8";
+
+    /// base64 of `bytes`, for tests that build encoded credentials.
+    pub(crate) fn base64(bytes: &[u8], url_safe: bool, pad: bool) -> String {
+        let alphabet: &[u8; 64] = if url_safe {
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+        } else {
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+        };
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let n = chunk.len();
+            let mut acc = 0u32;
+            for (i, &b) in chunk.iter().enumerate() {
+                acc |= u32::from(b) << (16 - 8 * i);
+            }
+            for i in 0..=n {
+                out.push(alphabet[((acc >> (18 - 6 * i)) & 63) as usize] as char);
+            }
+            if pad {
+                out.push_str(&"=".repeat(3 - n));
+            }
+        }
+        out
+    }
+
+    fn percent_all(s: &str) -> String {
+        s.bytes().map(|b| format!("%{b:02X}")).collect()
+    }
+
+    #[test]
+    fn finds_a_token_as_sent_and_in_every_decoding_a_server_might_apply() {
+        let underscores = TOKEN.replace('_', "%5F");
+        let basic = format!("user:{TOKEN}");
+        let cases = [
+            TOKEN.to_string(),
+            format!("Bearer {TOKEN}"),
+            format!("session=abc; k={underscores}"),
+            percent_all(TOKEN),
+            TOKEN.replace('_', "%255F"),
+            TOKEN.replace('_', "%25255F"),
+            format!("Basic {}", base64(basic.as_bytes(), false, true)),
+            base64(TOKEN.as_bytes(), true, false),
+            base64(format!("{{\"k\":\"{TOKEN}\"}}").as_bytes(), true, false),
+            // A base64 run glued to other base64 characters: another alignment.
+            format!("x{}", base64(TOKEN.as_bytes(), false, false)),
+            format!("xy{}", base64(TOKEN.as_bytes(), false, false)),
+            format!("xyz{}", base64(TOKEN.as_bytes(), false, false)),
+            // base64 sent percent-encoded (a cookie with `=` padding escaped).
+            base64(basic.as_bytes(), false, true).replace('=', "%3D"),
+            percent_all(&base64(TOKEN.as_bytes(), false, true)),
+        ];
+        for case in &cases {
+            assert!(holds_token(case), "{case}");
+        }
+    }
+
+    #[test]
+    fn ordinary_header_values_hold_no_token() {
+        let long_base64 = base64(&[0x5a; 300], false, true);
+        let jwt_like = format!(
+            "{}.{}.{}",
+            base64(br#"{"alg":"HS256","typ":"JWT"}"#, true, false),
+            base64(br#"{"sub":"1234567890","name":"amt_user"}"#, true, false),
+            "SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
+        );
+        for value in [
+            "",
+            "application/json, text/event-stream",
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko)",
+            "6f1c9a3e-77ab-4c2d-9e1f-0a1b2c3d4e5f",
+            "amt_short_value",
+            "amt_k3x9a0b1c2d3_tooShort",
+            "%41%42%43",
+            "%zz%4",
+            long_base64.as_str(),
+            jwt_like.as_str(),
+        ] {
+            assert!(!holds_token(value), "{value}");
+        }
+    }
+
+    #[test]
+    fn decoding_stops_after_its_rounds() {
+        let mut value = TOKEN.replace('_', "%5F");
+        for _ in 0..MAX_PERCENT_ROUNDS - 1 {
+            value = value.replace('%', "%25");
+        }
+        assert!(holds_token(&value), "{MAX_PERCENT_ROUNDS} rounds");
+        assert!(!holds_token(&value.replace('%', "%25")), "one round more");
+    }
+
+    #[test]
+    fn redaction_keeps_what_holds_no_token() {
+        let encoded = TOKEN.replace('_', "%5F");
+        let b64 = base64(format!("u:{TOKEN}").as_bytes(), false, true);
+        let cases = [
+            (
+                format!("/api/mcp/{TOKEN}?x=1"),
+                "/api/mcp/[redacted]?x=1".to_string(),
+            ),
+            (
+                format!("/api/mcp?key={encoded}&b=2"),
+                "/api/mcp?key=[redacted]&b=2".into(),
+            ),
+            (format!("a=1; s={encoded}"), "a=1; s=[redacted]".into()),
+            (format!("Basic {b64}"), "Basic [redacted]=".into()),
+            (TOKEN.to_string(), REDACTED.into()),
+            (
+                "/api/mcp?cursor=abc".to_string(),
+                "/api/mcp?cursor=abc".into(),
+            ),
+        ];
+        for (value, redacted) in cases {
+            assert_eq!(redact(&value), redacted, "{value}");
+            assert!(!holds_token(&redact(&value)));
+        }
+        // A token broken by an encoded separator is no token of our grammar.
+        let split = format!("{}%2F{}", &TOKEN[..20], &TOKEN[20..]);
+        assert!(!holds_token(&split), "a separator inside is no token");
+    }
+
+    #[test]
+    fn percent_decoding_keeps_invalid_escapes() {
+        assert_eq!(percent_decode(b"a%5Fb%zz%4"), Some(b"a_b%zz%4".to_vec()));
+        assert_eq!(percent_decode(b"plain"), None);
+    }
+}
