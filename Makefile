@@ -14,7 +14,7 @@ ENVOY_CONFIGS := $(filter-out envoy/docker-compose.yaml,$(wildcard envoy/*.yaml)
 MCP_UPSTREAM  ?=
 
 .PHONY: help setup rust-targets envoy wasm wasm-trap bench-wasm native build unit unit-native unit-wasm \
-        lint validate e2e e2e-deps test fuzz run bench bench-quick bench-deps clean \
+        lint validate e2e e2e-deps test test-suites fuzz fuzz-build fuzz-seeds run bench bench-quick bench-deps clean \
         oci oci-deps test-oci istio-manifests
 
 help: ## List the targets
@@ -50,12 +50,19 @@ unit-native: ## Unit and crate tests, native
 unit-wasm: rust-targets ## The filter's pure-logic tests compiled to wasm32, run in Node's V8
 	cargo test --lib -p mcp-guard --target wasm32-wasip1
 
-unit: unit-native unit-wasm ## All unit tests
+unit: unit-native unit-wasm fuzz-seeds ## All unit tests, and every fuzz seed replayed
 
-lint: ## rustfmt and clippy (unwrap/expect/panic denied outside tests)
+lint: fuzz-build ## rustfmt and clippy (unwrap/expect/panic denied outside tests); the fuzz targets build
 	cargo fmt --all -- --check
+	cd fuzz && cargo fmt -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p mcp-guard --release --target wasm32-wasip1 -- -D warnings
+
+fuzz-build: ## The fuzz targets as plain binaries (stable Rust, no sanitizer), for replaying seeds
+	cd fuzz && cargo build --release --bins
+
+fuzz-seeds: fuzz-build ## Replay every committed fuzz seed once against the targets' properties
+	@mkdir -p target && tools/replay-fuzz-seeds.sh
 
 validate: wasm bench-wasm native envoy ## `envoy --mode validate` on every shipped and bench Envoy config
 	@for config in $(ENVOY_CONFIGS); do \
@@ -70,7 +77,10 @@ e2e-deps: ## Install nghttp (HTTP/2 client with trailers, from Debian) if missin
 e2e: build wasm-trap envoy e2e-deps ## End-to-end tests: real Envoy, real guardctl, real MCP upstream
 	cargo test -p mcp-guard-e2e -- --test-threads=2
 
-test: lint unit validate e2e ## Everything CI runs
+test: ## Everything CI runs; ends with `N passed, N failed` summed over every suite
+	@tools/test-summary.sh test-suites
+
+test-suites: lint unit validate e2e
 
 run: build envoy ## The local stack: guardctl :8081, demo MCP :8000, Envoy :10000 (admin :9901)
 	MCP_UPSTREAM=$(MCP_UPSTREAM) ENVOY=$(ENVOY) tools/run-local.sh

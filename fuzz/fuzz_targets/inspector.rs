@@ -96,7 +96,11 @@ fuzz_target!(|data: &[u8]| {
     // 1. The verdict on the whole body.
     let verdict = inspect_request(body, &headers, config());
     if headers.method.is_empty() && headers.name.is_empty() {
-        assert_eq!(inspect_body(body, config()), verdict, "inspect_body differs");
+        assert_eq!(
+            inspect_body(body, config()),
+            verdict,
+            "inspect_body differs"
+        );
     } else if headers.method.len() > 1 {
         assert!(!verdict.is_allow(), "two Mcp-Method headers accepted");
     }
@@ -157,7 +161,11 @@ fn known_number_gap(e: &serde_json::Error) -> bool {
 /// Header values taken from the body itself (plain or SEP-2243 base64).
 fn derive_headers(body: &[u8], base64: bool) -> (String, String) {
     let v: J = serde_json::from_slice(body).unwrap_or(J::Null);
-    let method = v.get("method").and_then(J::as_str).unwrap_or("").to_string();
+    let method = v
+        .get("method")
+        .and_then(J::as_str)
+        .unwrap_or("")
+        .to_string();
     let params = v.get("params");
     let name = params
         .and_then(|p| p.get("name").or_else(|| p.get("uri")))
@@ -175,7 +183,11 @@ fn b64(s: &str) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::from("=?base64?");
     for chunk in s.as_bytes().chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..=chunk.len() {
             out.push(char::from(T[((n >> (18 - 6 * i)) & 63) as usize]));
@@ -276,10 +288,9 @@ fn same(ours: json::Value<'_, '_>, theirs: &J) -> bool {
         }
         (Kind::Object, J::Object(map)) => {
             ours.len() == map.len()
-                && ours.entries().all(|(k, v)| {
-                    map.get(k.decode().as_ref())
-                        .is_some_and(|t| same(v, t))
-                })
+                && ours
+                    .entries()
+                    .all(|(k, v)| map.get(k.decode().as_ref()).is_some_and(|t| same(v, t)))
         }
         _ => false,
     }
@@ -295,7 +306,11 @@ fn check_accepted(root: &J, headers: &McpHeaders<'_>) {
     };
     for msg in &messages {
         assert!(msg.is_object(), "accepted a message that is not an object");
-        assert_eq!(msg.get("jsonrpc"), Some(&J::String("2.0".into())), "jsonrpc not 2.0");
+        assert_eq!(
+            msg.get("jsonrpc"),
+            Some(&J::String("2.0".into())),
+            "jsonrpc not 2.0"
+        );
         if msg.get("method").and_then(J::as_str) == Some("tools/call") {
             if let Some(args) = msg.get("params").and_then(|p| p.get("arguments")) {
                 assert!(args.is_object(), "tools/call arguments not an object");
@@ -351,8 +366,14 @@ fn walk_names(v: &J, level: usize) {
 }
 
 fn assert_no_token(s: &str, what: &str) {
-    assert!(!contains_token_like(s), "accepted a {what} holding a token (contains_token_like): {s:?}");
-    assert!(!ref_contains_token(s), "accepted a {what} holding a token (grammar): {s:?}");
+    assert!(
+        !contains_token_like(s),
+        "accepted a {what} holding a token (contains_token_like): {s:?}"
+    );
+    assert!(
+        !ref_contains_token(s),
+        "accepted a {what} holding a token (grammar): {s:?}"
+    );
 }
 
 fn walk_tokens(v: &J, level: usize) {
@@ -388,6 +409,9 @@ fn check_param(name: &str, value: &str) {
     let rest = &name[10..];
     let token = ref_contains_token(name) || ref_contains_token(value);
     if policy().check(rest).is_some() || token {
-        assert!(!v.is_allow(), "param header {name:?} allowed (value {value:?})");
+        assert!(
+            !v.is_allow(),
+            "param header {name:?} allowed (value {value:?})"
+        );
     }
 }

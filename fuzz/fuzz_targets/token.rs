@@ -61,7 +61,11 @@ fn check_one(s: &str) {
     match auth {
         Ok(token) => {
             assert!(expect, "accepted a value outside the grammar: {s:?}");
-            assert_eq!(token.as_str(), &s[7..], "token is not the value after `Bearer `");
+            assert_eq!(
+                token.as_str(),
+                &s[7..],
+                "token is not the value after `Bearer `"
+            );
             let key_id = &s[11..11 + token.key_id().len()];
             assert_eq!(token.key_id(), key_id);
             assert!(is_valid_key_id(token.key_id()));
@@ -74,15 +78,24 @@ fn check_one(s: &str) {
 
     // 3. Bare token and key-id.
     let tok = parse_token(s);
-    assert_eq!(tok.is_some(), ref_is_token(s), "parse_token disagrees on {s:?}");
+    assert_eq!(
+        tok.is_some(),
+        ref_is_token(s),
+        "parse_token disagrees on {s:?}"
+    );
     if let Some(t) = tok {
         assert_eq!(t.as_str(), s);
         assert_eq!(&s[4..4 + t.key_id().len()], t.key_id());
         assert_eq!(s.as_bytes().get(4 + t.key_id().len()), Some(&b'_'));
     }
     let key_id_ref = (8..=32).contains(&s.len())
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    assert_eq!(is_valid_key_id(s), key_id_ref, "is_valid_key_id disagrees on {s:?}");
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    assert_eq!(
+        is_valid_key_id(s),
+        key_id_ref,
+        "is_valid_key_id disagrees on {s:?}"
+    );
 
     // 5. Scanners.
     let contains = ref_contains_token(s);

@@ -162,14 +162,39 @@ fn every_deny_reason_gets_its_status_challenge_and_metric() {
             .bearer(token),
         Request::post_json("/api/mcp", INITIALIZE)
             .header("authorization", &format!("Bearer {token}, Bearer {token}")),
-        Request::post_json(&format!("/api/mcp?api_key={token}"), INITIALIZE)
-            .bearer(token)
-            .header("x-request-id", "e2e-token-in-query"),
-        Request::post_json("/api/mcp?access_token=abc", INITIALIZE).bearer(token),
-        Request::post_json("/api/mcp", INITIALIZE)
-            .bearer(token)
-            .header("cookie", &format!("k={token}")),
     ];
+    // Credentials outside Authorization: 400 as well, each class its own reason
+    // (tests/e2e/tests/smuggling.rs has every form).
+    let smuggled = [
+        (
+            Request::post_json(&format!("/api/mcp?api_key={token}"), INITIALIZE)
+                .bearer(token)
+                .header("x-request-id", "e2e-token-in-query"),
+            "token_in_url",
+        ),
+        (
+            Request::post_json("/api/mcp?access_token=abc", INITIALIZE).bearer(token),
+            "token_in_url",
+        ),
+        (
+            Request::post_json("/api/mcp", INITIALIZE)
+                .bearer(token)
+                .header("cookie", &format!("k={token}")),
+            "token_in_cookie",
+        ),
+    ];
+    for (request, reason) in &smuggled {
+        let metric = format!("mcp_guard.requests.denied.{reason}");
+        let before = stack.envoy.stat(&metric);
+        let response = request.send(stack.envoy.port);
+        assert_eq!(response.status, 400, "{reason}: {response:?}");
+        assert_eq!(
+            response.header("www-authenticate"),
+            Some("Bearer realm=\"mcp\", error=\"invalid_request\"")
+        );
+        assert_jsonrpc_error(&response);
+        assert_eq!(stack.envoy.stat(&metric), before + 1, "{reason}");
+    }
     let before = stack.envoy.stat("mcp_guard.requests.denied.malformed");
     for request in &malformed {
         let response = request.send(stack.envoy.port);
