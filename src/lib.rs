@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod header_map;
 pub mod keyset;
 pub mod mcp;
 pub mod reply;

@@ -80,10 +80,28 @@ fn smuggled_in(name: &str, value: &str) -> Option<DenyReason> {
 }
 
 fn has_access_token_param(path: &str) -> bool {
+    query_params(path).any(is_access_token_param)
+}
+
+/// The parameters of a URL's query, split the ways servers split them (`&`, and `;` too).
+fn query_params(path: &str) -> impl Iterator<Item = &str> {
     let query = path.split_once('?').map_or("", |(_, q)| q);
-    query
-        .split('&')
-        .any(|param| param.split('=').next() == Some("access_token"))
+    query.split(['&', ';'])
+}
+
+/// `access_token=...` as a server reads the name: percent-decoded, with a `[]` suffix (PHP,
+/// Rails) dropped.
+fn is_access_token_param(param: &str) -> bool {
+    let name = param.split('=').next().unwrap_or_default();
+    let mut name = name.as_bytes().to_vec();
+    for _ in 0..crate::auth::smuggled::MAX_PERCENT_ROUNDS {
+        match crate::auth::smuggled::percent_decode(&name) {
+            Some(decoded) => name = decoded,
+            None => break,
+        }
+    }
+    let name = name.strip_suffix(b"[]").unwrap_or(&name);
+    name == b"access_token"
 }
 
 /// How the filter rewrites a header before refusing a request that carries a credential outside
@@ -137,14 +155,24 @@ fn redact_path(path: &str) -> String {
     let Some((before, query)) = redacted.split_once('?') else {
         return redacted;
     };
-    let params: Vec<String> = query
-        .split('&')
-        .map(|param| match param.split_once('=') {
-            Some(("access_token", _)) => format!("access_token={REDACTED}"),
-            _ => param.to_string(),
-        })
-        .collect();
-    format!("{before}?{}", params.join("&"))
+    let mut out = format!("{before}?");
+    let mut rest = query;
+    while !rest.is_empty() {
+        let end = rest.find(['&', ';']).unwrap_or(rest.len());
+        let (param, tail) = rest.split_at(end);
+        match param.split_once('=') {
+            Some((name, _)) if is_access_token_param(param) => {
+                out.push_str(name);
+                out.push('=');
+                out.push_str(REDACTED);
+            }
+            _ => out.push_str(param),
+        }
+        // The separator itself, kept as it was.
+        out.push_str(tail.get(..1).unwrap_or_default());
+        rest = tail.get(1..).unwrap_or_default();
+    }
+    out
 }
 
 /// The outcome of the headers phase, with the key-id when the token was well formed (for logs).
@@ -267,6 +295,21 @@ mod tests {
             ),
             (":path".into(), format!("/api/mcp/{TOKEN}"), TokenInUrl),
             (":path".into(), "/api/mcp?access_token=x".into(), TokenInUrl),
+            (
+                ":path".into(),
+                "/api/mcp?access%5Ftoken=x".into(),
+                TokenInUrl,
+            ),
+            (
+                ":path".into(),
+                "/api/mcp?a=1;access_token=x".into(),
+                TokenInUrl,
+            ),
+            (
+                ":path".into(),
+                "/api/mcp?access_token[]=x".into(),
+                TokenInUrl,
+            ),
             ("cookie".into(), format!("session={TOKEN}"), TokenInCookie),
             ("cookie".into(), format!("a=1; k={encoded}"), TokenInCookie),
             ("x-api-key".into(), TOKEN.into(), TokenInHeader),
@@ -315,7 +358,7 @@ mod tests {
     #[test]
     fn a_refused_request_is_redacted_where_it_carried_a_token() {
         let encoded = TOKEN.replace('_', "%5F");
-        let in_path = format!("/api/mcp/{TOKEN}?access_token=abc&x=1");
+        let in_path = format!("/api/mcp/{TOKEN}?access_token=abc&x=1;access%5Ftoken=d");
         let cookie = format!("a=1; k={encoded}");
         let bearer = format!("Bearer {TOKEN}");
         let mut request = pairs(&[
@@ -331,7 +374,10 @@ mod tests {
             Redaction::Remove("authorization".into()),
             Redaction::Replace(
                 ":path".into(),
-                vec!["/api/mcp/[redacted]?access_token=[redacted]&x=1".into()],
+                vec![
+                    "/api/mcp/[redacted]?access_token=[redacted]&x=1;access%5Ftoken=[redacted]"
+                        .into(),
+                ],
             ),
             Redaction::Replace(
                 "cookie".into(),

@@ -27,10 +27,20 @@ use common::ref_holds_token;
 
 const TOKEN: &str = "amt_k3x9a0b1c2d3_Zk3x9a0b1c2d3e4f5g6h7i8j9k0l1m2n3o4p5q6r7s8";
 
+/// An `access_token` query parameter, however a server reads the name (`&` or `;` between
+/// parameters, percent-encoded up to three times, a `[]` suffix).
 fn access_token_param(path: &str) -> bool {
-    path.split_once('?').is_some_and(|(_, q)| {
-        q.split('&')
-            .any(|p| p.split('=').next() == Some("access_token"))
+    let Some((_, query)) = path.split_once('?') else {
+        return false;
+    };
+    query.split(|c| c == '&' || c == ';').any(|param| {
+        let mut name = param.split('=').next().unwrap_or("").to_string();
+        for _ in 0..3 {
+            if let Some(decoded) = common::ref_percent_decode_str(&name) {
+                name = decoded;
+            }
+        }
+        name.strip_suffix("[]").unwrap_or(&name) == "access_token"
     })
 }
 

@@ -23,13 +23,15 @@
 //! 3. `json::parse` accepts exactly when the inspector does not reject with a parse error; what
 //!    it accepts serde_json accepts too, with the same structure (kinds, strings, keys, lengths);
 //! 4. every accepted body parses with serde_json, is a JSON-RPC message or non-empty batch, and:
-//!    - for every `tools/call`, no key anywhere in `params.arguments` (objects inside arrays,
-//!      and JSON held in strings, at any level) is matched by `NamePolicy::default()` (which case
-//!      folds and splits words);
+//!    - no key anywhere in what the client writes (`tools/call` and `prompts/get` arguments,
+//!      `inputResponses`, `_meta`, completion context arguments, a response's `result`; objects
+//!      inside arrays, and JSON held in strings, at any level) is denied by the independent
+//!      reference `mcp::reference::reference_denies` (its own lists and splitting, none of the
+//!      policy's code);
 //!    - no string, key or value, anywhere in the message (JSON in strings included) contains a
 //!      token: neither `contains_token_like` nor the reference substring check;
 //!    - a plain `Mcp-Method` header that was accepted equals the body's method;
-//! 5. `check_param_header`: non-`Mcp-Param-` names are allowed; a param name the policy
+//! 5. `check_param_header`: non-`Mcp-Param-` names are allowed; a param name the reference
 //!    denies, or a name or value holding a token, is rejected.
 #![no_main]
 
@@ -37,9 +39,10 @@ use libfuzzer_sys::fuzz_target;
 use mcp_guard::auth::token::contains_token_like;
 use mcp_guard::mcp::body::{replay_chunked, BodyBuffer, Outcome, PushError, Step};
 use mcp_guard::mcp::json::{self, Kind, ParseOptions};
+use mcp_guard::mcp::reference::reference_denies;
 use mcp_guard::mcp::{
-    check_param_header, inspect_body, inspect_request, InspectConfig, McpHeaders, NamePolicy,
-    RejectKind, Verdict,
+    check_param_header, inspect_body, inspect_request, InspectConfig, McpHeaders, RejectKind,
+    Verdict,
 };
 use serde_json::Value as J;
 use std::sync::OnceLock;
@@ -52,11 +55,6 @@ const HEADER_LEN: usize = 6;
 fn config() -> &'static InspectConfig {
     static C: OnceLock<InspectConfig> = OnceLock::new();
     C.get_or_init(InspectConfig::default)
-}
-
-fn policy() -> &'static NamePolicy {
-    static P: OnceLock<NamePolicy> = OnceLock::new();
-    P.get_or_init(NamePolicy::default)
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -311,11 +309,34 @@ fn check_accepted(root: &J, headers: &McpHeaders<'_>) {
             Some(&J::String("2.0".into())),
             "jsonrpc not 2.0"
         );
-        if msg.get("method").and_then(J::as_str) == Some("tools/call") {
-            if let Some(args) = msg.get("params").and_then(|p| p.get("arguments")) {
+        let method = msg.get("method").and_then(J::as_str);
+        let params = msg.get("params");
+        let member = |name: &str| params.and_then(|p| p.get(name));
+        if method == Some("tools/call") {
+            if let Some(args) = member("arguments") {
                 assert!(args.is_object(), "tools/call arguments not an object");
-                walk_names(args, 0);
             }
+        }
+        let mut client_written = vec![member("_meta"), member("inputResponses")];
+        match method {
+            Some("tools/call" | "prompts/get") => client_written.push(member("arguments")),
+            Some("completion/complete") => {
+                client_written.push(member("context").and_then(|c| c.get("arguments")));
+                if let Some(name) = member("argument")
+                    .and_then(|a| a.get("name"))
+                    .and_then(J::as_str)
+                {
+                    assert_not_denied(name, "completed argument");
+                }
+            }
+            None => {
+                client_written.push(msg.get("result"));
+                client_written.push(msg.get("error").and_then(|e| e.get("data")));
+            }
+            _ => {}
+        }
+        for value in client_written.into_iter().flatten() {
+            walk_names(value, 0);
         }
     }
     walk_tokens(root, 0);
@@ -345,13 +366,7 @@ fn walk_names(v: &J, level: usize) {
     match v {
         J::Object(map) => {
             for (k, child) in map {
-                if let Some(m) = policy().check(k) {
-                    panic!(
-                        "accepted a tools/call argument named {k:?} (words {:?}), denied by rule {}",
-                        mcp_guard::mcp::names::split_words(k),
-                        m.rule
-                    );
-                }
+                assert_not_denied(k, "key");
                 walk_names(child, level);
             }
         }
@@ -362,6 +377,15 @@ fn walk_names(v: &J, level: usize) {
             }
         }
         _ => {}
+    }
+}
+
+fn assert_not_denied(name: &str, what: &str) {
+    if let Some(phrase) = reference_denies(name) {
+        panic!(
+            "accepted a client-written {what} {name:?} (words {:?}), denied by the reference ({phrase})",
+            mcp_guard::mcp::names::split_words(name),
+        );
     }
 }
 
@@ -408,7 +432,7 @@ fn check_param(name: &str, value: &str) {
     }
     let rest = &name[10..];
     let token = ref_contains_token(name) || ref_contains_token(value);
-    if policy().check(rest).is_some() || token {
+    if reference_denies(rest).is_some() || token {
         assert!(
             !v.is_allow(),
             "param header {name:?} allowed (value {value:?})"

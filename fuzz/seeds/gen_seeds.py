@@ -253,6 +253,14 @@ def main():
         b"user-agent:amt_client/1.0\naccept:application/json",
         t + b":1",
         b"x-b64-pct:" + pct(b64.b64encode(t)),
+        b"proxy-authorization:Basic " + b" ".join(
+            b64.b64encode(b"agent:" + t)[i:i + 4] for i in range(0, 80, 4)),
+        b"proxy-authorization:Basic " + b64.b64encode(b"client:" + t.replace(b"_", b"%5F")),
+        b'cookie:k="' + t.replace(b"_", b"\\137") + b'"',
+        b'x-json:{"key":"' + t.replace(b"_", b"\\u005f") + b'"}',
+        b"/api/mcp?access%5Ftoken=abc",
+        b"/api/mcp?a=1;access_token[]=abc",
+        b"user-agent:caf\xe9 \xff\xfe " + t,
     ]
     for i, data in enumerate(header_cases):
         h = hashlib.sha1(data).hexdigest()[:8]

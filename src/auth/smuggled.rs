@@ -8,12 +8,20 @@
 //!
 //! - percent-decoding (URLs, cookies, form values), repeated up to [`MAX_PERCENT_ROUNDS`] times
 //!   (double encoding: `%255F`);
+//! - backslash escapes (`\uXXXX` as JSON decodes them, `\ooo` octal and `\c` as Python's cookie
+//!   parser does for quoted cookie values, which Starlette, Django and Werkzeug use);
 //! - base64, standard and URL-safe alphabets, padded or not (HTTP Basic and proxy credentials,
 //!   JWT segments, opaque cookies), of every run of base64 characters long enough to hold a
-//!   token, at each of the four alignments; also of each percent-decoded form.
+//!   token, at each of the four alignments; and leniently, as Python's `b64decode`, Node's
+//!   `Buffer.from(s, "base64")` and MIME decoders do, with every other character but `=`
+//!   skipped (`YWdl bnQ6 YW10...`). What base64 decodes to is also percent-decoded once
+//!   (RFC 6749 section 2.3.1 credentials are percent-encoded before base64), when its `amt`
+//!   prefix is not itself encoded (form encoding never encodes letters). All of this is applied
+//!   to each percent-decoded form too. Only runs in which `amt` shows through in base64
+//!   ([`AMT_IN_BASE64`]) are decoded, which keeps the scan of ordinary headers cheap.
 //!
-//! Not decoded: hex, JSON or HTML escapes, compression, base64 of base64. A server that applies
-//! those to a header value could still be handed a token; none of the common ones does.
+//! Not decoded: hex, HTML entities, `%uXXXX`, compression, base64 of base64. A server that
+//! applies those to a header value could still be handed a token; none of the common ones does.
 
 use std::borrow::Cow;
 
@@ -35,7 +43,7 @@ pub fn holds_token(value: &str) -> bool {
     if bytes.len() < MIN_TOKEN_LEN {
         return false;
     }
-    if contains_amt_token(bytes) || base64_runs_hold_token(bytes) {
+    if form_holds_token(bytes) {
         return true;
     }
     if !bytes.contains(&b'%') {
@@ -46,12 +54,68 @@ pub fn holds_token(value: &str) -> bool {
         let Some(decoded) = percent_decode(&text) else {
             return false;
         };
-        if contains_amt_token(&decoded) || base64_runs_hold_token(&decoded) {
+        if form_holds_token(&decoded) {
             return true;
         }
         text = Cow::Owned(decoded);
     }
     false
+}
+
+/// One form of a value: as it is, with backslash escapes undone, and base64 of either.
+fn form_holds_token(bytes: &[u8]) -> bool {
+    if contains_amt_token(bytes) || base64_holds_token(bytes) {
+        return true;
+    }
+    bytes.contains(&b'\\')
+        && unescape(bytes).is_some_and(|u| contains_amt_token(&u) || base64_holds_token(&u))
+}
+
+/// Backslash escapes undone: `\uXXXX` (JSON), `\ooo` (octal), `\c` (any other character
+/// stands for itself); `None` when there is none.
+fn unescape(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut changed = false;
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b != b'\\' {
+            out.push(b);
+            i += 1;
+            continue;
+        }
+        let rest = bytes.get(i + 1..).unwrap_or_default();
+        let hex4 = rest
+            .get(1..5)
+            .filter(|_| rest.first() == Some(&b'u'))
+            .and_then(|h| u32::from_str_radix(core::str::from_utf8(h).ok()?, 16).ok());
+        let octal = rest
+            .get(..3)
+            .filter(|o| o.iter().all(|d| (b'0'..=b'7').contains(d)))
+            .map(|o| o.iter().fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0')));
+        match (hex4, octal, rest.first()) {
+            (Some(cp), _, _) => {
+                let mut buf = [0u8; 4];
+                let c = char::from_u32(cp).unwrap_or('\u{fffd}');
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                i += 6;
+            }
+            (None, Some(value), _) => {
+                out.push(value as u8);
+                i += 4;
+            }
+            (None, None, Some(&c)) => {
+                out.push(c);
+                i += 2;
+            }
+            (None, None, None) => {
+                out.push(b);
+                i += 1;
+                continue;
+            }
+        }
+        changed = true;
+    }
+    changed.then_some(out)
 }
 
 /// `%XX` sequences decoded (invalid ones kept as they are); `None` when there is none.
@@ -88,12 +152,32 @@ fn base64_value(b: u8) -> Option<u8> {
     }
 }
 
-/// Decodes every run of base64 characters long enough to hold a token, at each alignment, and
-/// scans what it decodes to.
-fn base64_runs_hold_token(bytes: &[u8]) -> bool {
+/// base64 in a value: every run of base64 characters, and (when other characters interrupt
+/// them) the value with everything but base64 characters and `=` skipped, as lenient decoders
+/// read it.
+fn base64_holds_token(bytes: &[u8]) -> bool {
     if bytes.len() < MIN_BASE64_RUN {
         return false;
     }
+    if base64_runs_hold_token(bytes) {
+        return true;
+    }
+    let in_alphabet = bytes.iter().filter(|&&b| base64_value(b).is_some()).count();
+    let padding = bytes.iter().filter(|&&b| b == b'=').count();
+    if in_alphabet + padding == bytes.len() || in_alphabet < MIN_BASE64_RUN {
+        return false;
+    }
+    let compact: Vec<u8> = bytes
+        .iter()
+        .copied()
+        .filter(|&b| b == b'=' || base64_value(b).is_some())
+        .collect();
+    base64_runs_hold_token(&compact)
+}
+
+/// Decodes every run of base64 characters long enough to hold a token, at each alignment, and
+/// scans what it decodes to, as it is and percent-decoded.
+fn base64_runs_hold_token(bytes: &[u8]) -> bool {
     let mut decoded = Vec::new();
     let mut start = 0;
     while start < bytes.len() {
@@ -103,12 +187,15 @@ fn base64_runs_hold_token(bytes: &[u8]) -> bool {
             .iter()
             .take_while(|&&b| base64_value(b).is_some())
             .count();
-        if run >= MIN_BASE64_RUN {
-            let whole = bytes.get(start..start + run).unwrap_or_default();
+        let whole = bytes.get(start..start + run).unwrap_or_default();
+        if run >= MIN_BASE64_RUN && may_encode_amt(whole) {
             for skip in 0..4 {
                 decoded.clear();
                 decode_base64_quads(whole.get(skip..).unwrap_or_default(), &mut decoded);
-                if contains_amt_token(&decoded) {
+                if contains_amt_token(&decoded)
+                    || (decoded.contains(&b'%')
+                        && percent_decode(&decoded).is_some_and(|d| contains_amt_token(&d)))
+                {
                     return true;
                 }
             }
@@ -116,6 +203,17 @@ fn base64_runs_hold_token(bytes: &[u8]) -> bool {
         start += run + 1;
     }
     false
+}
+
+/// What `amt` becomes in base64 at each of the three byte alignments (the characters that depend
+/// on `amt` alone; both alphabets agree on them): a run holding none of these cannot decode to a
+/// token, nor to a percent-encoded one that starts with `amt`.
+const AMT_IN_BASE64: [&[u8]; 3] = [b"YW10", b"Ftd", b"hbX"];
+
+fn may_encode_amt(run: &[u8]) -> bool {
+    AMT_IN_BASE64
+        .iter()
+        .any(|pattern| run.windows(pattern.len()).any(|w| w == *pattern))
 }
 
 /// Decodes the base64 characters of `run` (all valid) four by four; a last partial group of
@@ -206,6 +304,16 @@ pub(crate) mod tests {
         out
     }
 
+    /// `s` with `sep` inserted every four characters.
+    fn spaced(s: &str, sep: &str) -> String {
+        let chars: Vec<char> = s.chars().collect();
+        chars
+            .chunks(4)
+            .map(|c| c.iter().collect::<String>())
+            .collect::<Vec<_>>()
+            .join(sep)
+    }
+
     fn percent_all(s: &str) -> String {
         s.bytes().map(|b| format!("%{b:02X}")).collect()
     }
@@ -231,6 +339,20 @@ pub(crate) mod tests {
             // base64 sent percent-encoded (a cookie with `=` padding escaped).
             base64(basic.as_bytes(), false, true).replace('=', "%3D"),
             percent_all(&base64(TOKEN.as_bytes(), false, true)),
+            // Lenient base64: whitespace or other characters inside.
+            spaced(&base64(basic.as_bytes(), false, true), " "),
+            spaced(&base64(basic.as_bytes(), false, true), "\t"),
+            spaced(&base64(basic.as_bytes(), false, true), "."),
+            // base64 of a percent-encoded token (RFC 6749 client credentials).
+            base64(
+                format!("client:{}", TOKEN.replace('_', "%5F")).as_bytes(),
+                false,
+                true,
+            ),
+            // Backslash escapes: Python's quoted cookies, JSON.
+            format!("k=\"{}\"", TOKEN.replace('_', "\\137")),
+            format!("k=\"{}\"", TOKEN.replace('_', "\\_")),
+            format!("{{\"key\":\"{}\"}}", TOKEN.replace('_', "\\u005f")),
         ];
         for case in &cases {
             assert!(holds_token(case), "{case}");
@@ -255,10 +377,30 @@ pub(crate) mod tests {
             "amt_k3x9a0b1c2d3_tooShort",
             "%41%42%43",
             "%zz%4",
+            "C:\\Users\\amt_user\\AppData\\Local\\Programs\\claude\\resources\\app.asar",
+            "10.12.0.7, 10.12.0.8, 192.168.100.200, 172.16.254.1, 10.0.0.1, 10.0.0.2, 10.0.0.3",
             long_base64.as_str(),
             jwt_like.as_str(),
         ] {
             assert!(!holds_token(value), "{value}");
+        }
+    }
+
+    #[test]
+    fn amt_shows_through_base64_at_every_alignment() {
+        for prefix_len in 0..3 {
+            for prefix_byte in [0u8, 0x41, 0x7f, 0xff] {
+                for url_safe in [false, true] {
+                    let mut bytes = vec![prefix_byte; prefix_len];
+                    bytes.extend_from_slice(b"amt");
+                    bytes.push(prefix_byte);
+                    let encoded = base64(&bytes, url_safe, false);
+                    assert!(
+                        may_encode_amt(encoded.as_bytes()),
+                        "{prefix_len} {prefix_byte}"
+                    );
+                }
+            }
         }
     }
 

@@ -3,7 +3,7 @@
 use std::time::UNIX_EPOCH;
 
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{LogLevel, Status};
+use proxy_wasm::types::{LogLevel, MapType, Status};
 
 use crate::keyset::store::{Cas, SharedStore, StoreError};
 
@@ -39,4 +39,33 @@ pub fn log(level: LogLevel, message: &str) {
 /// True when Envoy would print a line at `level` (skip formatting otherwise).
 pub fn log_enabled(level: LogLevel) -> bool {
     hostcalls::get_log_level().is_ok_and(|current| current as u32 <= level as u32)
+}
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_get_header_map_pairs(
+        map_type: MapType,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> Status;
+}
+
+/// Every pair of a header map (request headers, trailers), values lossily decoded: unlike the
+/// SDK's `get_map`, neither a non-UTF-8 value nor an unexpected status can trap the VM.
+pub fn header_pairs(map_type: MapType) -> Option<Vec<(String, String)>> {
+    let mut data: *mut u8 = core::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the host writes a buffer it allocated through this module's exported allocator
+    // (the SDK's `proxy_on_memory_allocate`, a `Vec<u8>` of exactly `size` bytes), which we now
+    // own and free on drop.
+    let status = unsafe { proxy_get_header_map_pairs(map_type, &mut data, &mut size) };
+    if status != Status::Ok {
+        return None;
+    }
+    if data.is_null() {
+        return Some(Vec::new());
+    }
+    // SAFETY: see above; `size` is the buffer's length and capacity.
+    let bytes = unsafe { Vec::from_raw_parts(data, size, size) };
+    crate::header_map::decode(&bytes)
 }

@@ -10,7 +10,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, LogLevel, MapType};
 
-use super::host::{log, log_enabled, now_ms, HostStore};
+use super::host::{header_pairs, log, log_enabled, now_ms, HostStore};
 use super::inflight::{key_set_now, lookup_now, stop};
 use super::metrics::Metrics;
 use crate::auth::smuggled::holds_token;
@@ -21,8 +21,8 @@ use crate::keyset::{lookup_fresh, Freshness, Lookup};
 use crate::mcp::{inspect_request, BodyBuffer, McpHeaders, Outcome, Step, Verdict};
 use crate::reply;
 use crate::request::{
-    body_plan, decide, redactions, BodyPlan, EarlyRejection, Redaction, RequestHeaders,
-    IDENTITY_HEADERS,
+    body_plan, decide, redactions, spells_identity_header, BodyPlan, EarlyRejection, Redaction,
+    RequestHeaders, IDENTITY_HEADERS,
 };
 use crate::streams::{LiveStreams, Stopped};
 
@@ -465,9 +465,10 @@ impl Context for GuardHttp {}
 
 impl HttpContext for GuardHttp {
     fn on_http_request_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
-        let pairs = match hostcalls::get_map(MapType::HttpRequestHeaders) {
-            Ok(pairs) => pairs,
-            Err(_) => return self.deny(DenyReason::KeySetNotLoaded, None, None),
+        let Some(pairs) = header_pairs(MapType::HttpRequestHeaders) else {
+            // Nothing is known of the request: at least no Authorization reaches a log.
+            let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, "authorization");
+            return self.deny(DenyReason::KeySetNotLoaded, None, None);
         };
         let headers = RequestHeaders::from_pairs(&pairs);
 
@@ -496,6 +497,7 @@ impl HttpContext for GuardHttp {
         }
 
         let Some(config) = self.config.clone() else {
+            redact_refused_request(&pairs);
             return self.deny(DenyReason::KeySetNotLoaded, None, headers.request_id);
         };
         let freshness = config.max_staleness_ms.map(|max_staleness_ms| Freshness {
@@ -571,7 +573,11 @@ impl HttpContext for GuardHttp {
     fn on_http_request_trailers(&mut self, _: usize) -> Action {
         // Trailers are headers too: a credential there is refused like one in a header. A
         // request whose headers were already forwarded (no body held) is reset instead.
-        if let Ok(trailers) = hostcalls::get_map(MapType::HttpRequestTrailers) {
+        if let Some(trailers) = header_pairs(MapType::HttpRequestTrailers) {
+            // Trailers cannot carry identity either (an HTTP/2 upstream may merge them).
+            for (name, _) in trailers.iter().filter(|(n, _)| spells_identity_header(n)) {
+                let _ = hostcalls::remove_map_value(MapType::HttpRequestTrailers, name);
+            }
             if trailers_hold_token(&trailers) {
                 for (name, _) in &trailers {
                     let _ = hostcalls::remove_map_value(MapType::HttpRequestTrailers, name);

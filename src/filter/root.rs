@@ -177,12 +177,14 @@ impl GuardRoot {
         if num_headers == 0 {
             return self.failed("no answer (timeout or connection failure)");
         }
-        let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
+        // Bytes: the SDK's string form traps on a value that is not UTF-8.
+        let status = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
             .ok()
             .flatten()
             .unwrap_or_default();
-        if status != "200" {
-            return self.failed(&format!("HTTP status {status}"));
+        if status != b"200" {
+            let shown = String::from_utf8_lossy(&status);
+            return self.failed(&format!("HTTP status {shown}"));
         }
         let body = match hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size) {
             Ok(body) => body.unwrap_or_default(),

@@ -668,6 +668,16 @@ impl<'c> Inspector<'c> {
                 .map_err(|detail| Box::new(header_reject(id.clone(), detail)))?;
         }
 
+        if let Some(segs) = misspelt_params_member(method_name.as_deref(), params) {
+            return Err(Box::new(shape_rejection(
+                id.clone(),
+                &render_path(&prefix, &segs),
+                RULE_NONCANONICAL_MEMBER,
+                "MCP parameter names must be spelled exactly",
+                INVALID_REQUEST,
+                None,
+            )));
+        }
         let mut tool = None;
         let mut args: Option<Range<usize>> = None;
         if method_name.as_deref() == Some("tools/call") {
@@ -689,17 +699,6 @@ impl<'c> Inspector<'c> {
                     None,
                 )));
             };
-            if let Some(key) = noncanonical_member(params, TOOL_CALL_MEMBERS) {
-                let path = render_path(&prefix, &[Seg::Key("params".into()), Seg::Key(key)]);
-                return Err(Box::new(shape_rejection(
-                    id.clone(),
-                    &path,
-                    RULE_NONCANONICAL_MEMBER,
-                    "tools/call member names must be spelled exactly",
-                    INVALID_REQUEST,
-                    None,
-                )));
-            }
             let [name, arguments] = params.members(["name", "arguments"]);
             let Some(name) = name.and_then(|n| n.as_str()) else {
                 return Err(Box::new(invalid(
@@ -723,24 +722,8 @@ impl<'c> Inspector<'c> {
             }
         }
 
-        if method_name.as_deref() != Some("tools/call") {
-            if let Some(key) = params
-                .filter(|p| p.kind() == Kind::Object)
-                .and_then(|p| noncanonical_member(p, PARAMS_MEMBERS))
-            {
-                let path = render_path(&prefix, &[Seg::Key("params".into()), Seg::Key(key)]);
-                return Err(Box::new(shape_rejection(
-                    id.clone(),
-                    &path,
-                    RULE_NONCANONICAL_MEMBER,
-                    "MCP parameter names must be spelled exactly",
-                    INVALID_REQUEST,
-                    None,
-                )));
-            }
-        }
         let mut names: Vec<Range<usize>> = args.iter().cloned().collect();
-        client_data(method_name.as_deref(), params, result, &mut names);
+        client_data(method_name.as_deref(), params, result, error, &mut names);
         if method_name.as_deref() == Some("completion/complete") {
             if let Some(rule) = self.completed_argument(params) {
                 let path = render_path(
@@ -1129,6 +1112,33 @@ fn loose_unescape(s: &str) -> String {
     out
 }
 
+/// The path of a `params` member (or, for `completion/complete`, of a member one level down that
+/// the name checks read) whose name folds to a protocol name but is spelled differently.
+fn misspelt_params_member(method: Option<&str>, params: Option<Value<'_, '_>>) -> Option<Vec<Seg>> {
+    let params = params.filter(|p| p.kind() == Kind::Object)?;
+    let canonical = if method == Some("tools/call") {
+        TOOL_CALL_MEMBERS
+    } else {
+        PARAMS_MEMBERS
+    };
+    let params_key = || Seg::Key("params".into());
+    if let Some(key) = noncanonical_member(params, canonical) {
+        return Some(vec![params_key(), Seg::Key(key)]);
+    }
+    if method != Some("completion/complete") {
+        return None;
+    }
+    let nested: [(&str, &[&str]); 2] = [
+        ("argument", &["name", "value"]),
+        ("context", &["arguments"]),
+    ];
+    nested.into_iter().find_map(|(member, canonical)| {
+        let obj = params.get(member).filter(|v| v.kind() == Kind::Object)?;
+        let key = noncanonical_member(obj, canonical)?;
+        Some(vec![params_key(), Seg::Key(member.into()), Seg::Key(key)])
+    })
+}
+
 /// Adds to `names` the subtrees whose keys the client writes and the name policy judges, besides
 /// `tools/call` arguments (MCP 2026-07-28 and earlier):
 /// - `params._meta` of any request or notification (free-form, extensions and vendors add keys);
@@ -1136,8 +1146,8 @@ fn loose_unescape(s: &str) -> String {
 ///   extension's `tasks/update`): the user's answers to elicitations (`content`), sampling
 ///   results and roots, sent again with the retried request;
 /// - `prompts/get` `params.arguments`; `completion/complete` `params.context.arguments`;
-/// - a client's JSON-RPC response (`result`): elicitation and sampling results in revisions
-///   that still have server-to-client requests.
+/// - a client's JSON-RPC response (`result`, and `error.data`): elicitation and sampling
+///   results in revisions that still have server-to-client requests.
 ///
 /// Everything else in a message is token-scanned only: its keys are protocol-defined, or
 /// server-issued (`cursor`, `requestState`), or not keyed at all (URIs, `reason`).
@@ -1145,6 +1155,7 @@ fn client_data(
     method: Option<&str>,
     params: Option<Value<'_, '_>>,
     result: Option<Value<'_, '_>>,
+    error: Option<Value<'_, '_>>,
     names: &mut Vec<Range<usize>>,
 ) {
     let mut add = |v: Option<Value<'_, '_>>| {
@@ -1165,6 +1176,7 @@ fn client_data(
     }
     if method.is_none() {
         add(result);
+        add(error.and_then(|e| e.get("data")));
     }
 }
 

@@ -16,6 +16,8 @@ pub mod text;
 
 #[cfg(test)]
 mod corpus_tests;
+#[cfg(any(test, feature = "reference"))]
+pub mod reference;
 #[cfg(test)]
 mod tests;
 

@@ -95,8 +95,6 @@ pub const DEFAULT_DENY: &[(&str, &str)] = &[
     ("id tokens", "id_token"),
     ("session token", ""),
     ("session tokens", "session_token"),
-    ("session id", ""),
-    ("sessionid", "session_id"),
     ("token", ""),
     ("credential", ""),
     ("credentials", ""),

@@ -4,6 +4,7 @@
 use super::body::replay_chunked;
 use super::inspect::*;
 use super::names::{split_words, NamePolicy, DEFAULT_ALLOW, DEFAULT_DENY};
+use super::reference::reference_denies;
 
 /// A syntactically valid token of our grammar.
 macro_rules! tok {
@@ -117,6 +118,9 @@ static CASES: &[Case] = &[
     case("completion of a plain argument", r#"{"jsonrpc":"2.0","id":3,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"p"},"argument":{"name":"language","value":"py"},"context":{"arguments":{"framework":"flask"}}}}"#, Allow),
     case("completion context arguments", r#"{"jsonrpc":"2.0","id":3,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"p"},"argument":{"name":"q","value":"a"},"context":{"arguments":{"apiKey":"k"}}}}"#, Reject(S, "api_key", Some("params.context.arguments.apiKey"))),
     case("a client's elicitation answer (response)", r#"{"jsonrpc":"2.0","id":9,"result":{"action":"accept","content":{"passphrase":"x"}}}"#, Reject(S, "passphrase", Some("result.content.passphrase"))),
+    case("a client's error response data", r#"{"jsonrpc":"2.0","id":9,"error":{"code":-1,"message":"m","data":{"password":"x"}}}"#, Reject(S, "password", Some("error.data.password"))),
+    case("completion Name/Value spelled otherwise", r#"{"jsonrpc":"2.0","id":3,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"p"},"argument":{"Name":"password","Value":"x"}}}"#, Reject(R, "noncanonical_member", Some("params.argument.Name"))),
+    case("completion context Arguments", r#"{"jsonrpc":"2.0","id":3,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"p"},"argument":{"name":"q","value":"a"},"context":{"Arguments":{"apiKey":"k"}}}}"#, Reject(R, "noncanonical_member", Some("params.context.Arguments"))),
     case("a client's sampling answer (response)", r#"{"jsonrpc":"2.0","id":9,"result":{"role":"assistant","content":{"type":"text","text":"hi"},"model":"m","stopReason":"endTurn"}}"#, Allow),
     case("requestState holding a token", concat!(r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"a","requestState":""#, tok!(), r#""}}"#), Reject(S, "amt_token_value", Some("params.requestState"))),
     case("InputResponses alone is refused", r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","InputResponses":{}}}"#, Reject(R, "noncanonical_member", Some("params.InputResponses"))),
@@ -172,7 +176,11 @@ static CASES: &[Case] = &[
     case("catch: bearer_token", call!(r#"{"bearer_token":"x"}"#), Reject(S, "bearer", None)),
     case("catch: id_token", call!(r#"{"IDToken":"x"}"#), Reject(S, "id_token", None)),
     case("catch: session_token", call!(r#"{"session_token":"x"}"#), Reject(S, "session_token", None)),
-    case("catch: session_id", call!(r#"{"sessionId":"x"}"#), Reject(S, "session_id", None)),
+    // A session id is a handle to something the server created (browser, agent, terminal
+    // sessions; MCP's own Mcp-Session-Id); a session's secret is its token or cookie.
+    case("let through: session_id", call!(r#"{"sessionId":"x","session_id":"y"}"#), Allow),
+    case("let through: _meta widgetSessionId", r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{},"_meta":{"openai/widgetSessionId":"w"}}}"#, Allow),
+    case("catch: session_cookie", call!(r#"{"session_cookie":"x"}"#), Reject(S, "cookie", None)),
     case("catch: token", call!(r#"{"token":"x"}"#), Reject(S, "token", None)),
     case("catch: github_token", call!(r#"{"GITHUB_TOKEN":"x"}"#), Reject(S, "token", None)),
     case("catch: credential", call!(r#"{"credential":"x"}"#), Reject(S, "credential", None)),
@@ -622,7 +630,6 @@ fn threat_model_name_table() {
         ("bearer_token", "bearer"),
         ("id_token", "id_token"),
         ("session_token", "session_token"),
-        ("session_id", "session_id"),
         ("token", "token"),
         ("credential", "credential"),
         ("credentials", "credentials"),
@@ -632,7 +639,6 @@ fn threat_model_name_table() {
         ("dsn", "dsn"),
         ("auth", "auth"),
         ("set_cookie", "set_cookie"),
-        ("sessionid", "session_id"),
         ("Password", "password"),
         ("userPassword", "password"),
         ("DB_PASSWORD", "password"),
@@ -713,82 +719,6 @@ impl Rng {
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
-}
-
-/// An independent, naive reference: lower-case with `str::to_lowercase` (plus the long s), split
-/// on non-alphanumerics only, and separately also on camelCase humps and digit boundaries. A
-/// deny phrase found as a run of whole words (by concatenation) in either splitting must lie,
-/// as a character span, inside an allow run of either splitting.
-fn reference_denies(key: &str) -> Option<String> {
-    let deny: Vec<String> = DEFAULT_DENY
-        .iter()
-        .map(|(p, _)| p.replace(' ', ""))
-        .collect();
-    let allow: Vec<String> = DEFAULT_ALLOW.iter().map(|p| p.replace(' ', "")).collect();
-    let chars: Vec<char> = key.chars().collect();
-    // Runs (word spans as char index ranges) of one splitting.
-    let words_of = |camel: bool| -> Vec<(usize, usize)> {
-        let mut words = Vec::new();
-        let mut start: Option<usize> = None;
-        for (i, &c) in chars.iter().enumerate() {
-            if !c.is_alphanumeric() {
-                if let Some(s) = start.take() {
-                    words.push((s, i));
-                }
-                continue;
-            }
-            if let (true, Some(s), Some(&p)) =
-                (camel, start, i.checked_sub(1).and_then(|j| chars.get(j)))
-            {
-                let next = chars.get(i + 1).copied();
-                let hump = (p.is_lowercase() && c.is_uppercase())
-                    || (p.is_numeric() != c.is_numeric())
-                    || (p.is_uppercase()
-                        && c.is_uppercase()
-                        && next.is_some_and(|n| n.is_lowercase()));
-                if hump {
-                    words.push((s, i));
-                    start = Some(i);
-                }
-            }
-            if start.is_none() {
-                start = Some(i);
-            }
-        }
-        if let Some(s) = start {
-            words.push((s, chars.len()));
-        }
-        words
-    };
-    let text = |a: usize, b: usize| -> String {
-        chars[a..b]
-            .iter()
-            .filter(|c| c.is_alphanumeric())
-            .collect::<String>()
-            .to_lowercase()
-            .replace('ſ', "s")
-    };
-    let mut deny_spans = Vec::new();
-    let mut allow_spans = Vec::new();
-    for camel in [true, false] {
-        let words = words_of(camel);
-        for i in 0..words.len() {
-            for j in i..words.len() {
-                let (a, b) = (words[i].0, words[j].1);
-                let run = text(a, b);
-                if deny.contains(&run) {
-                    deny_spans.push((a, b, run.clone()));
-                }
-                if allow.contains(&run) {
-                    allow_spans.push((a, b));
-                }
-            }
-        }
-    }
-    deny_spans
-        .into_iter()
-        .find(|(a, b, _)| !allow_spans.iter().any(|(x, y)| x <= a && y >= b))
-        .map(|(_, _, run)| run)
 }
 
 fn collect_keys(value: &serde_json::Value, out: &mut Vec<String>, level: usize) {
@@ -1219,4 +1149,147 @@ fn mutated_bodies() {
     }
     println!("mutations: {accepted} of {rounds} accepted");
     assert!(accepted > rounds / 50, "{accepted}");
+}
+
+/// Every phrase of the default deny list as an argument name (snake_case and camelCase), with the
+/// rule it must report. Pinned one by one: a phrase dropped from `names.rs` fails here.
+const PINNED_DENY: &[(&str, &str, &str)] = &[
+    ("password", "password", "password"),
+    ("passwords", "passwords", "password"),
+    ("passwd", "passwd", "passwd"),
+    ("pwd", "pwd", "pwd"),
+    ("passphrase", "passphrase", "passphrase"),
+    ("passphrases", "passphrases", "passphrase"),
+    ("secret", "secret", "secret"),
+    ("secrets", "secrets", "secret"),
+    ("client_secret", "clientSecret", "client_secret"),
+    ("client_secrets", "clientSecrets", "client_secret"),
+    ("api_key", "apiKey", "api_key"),
+    ("api_keys", "apiKeys", "api_key"),
+    ("apikey", "apikey", "api_key"),
+    ("apikeys", "apikeys", "api_key"),
+    ("access_key", "accessKey", "access_key"),
+    ("access_keys", "accessKeys", "access_key"),
+    ("secret_key", "secretKey", "secret_key"),
+    ("secret_keys", "secretKeys", "secret_key"),
+    ("private_key", "privateKey", "private_key"),
+    ("private_keys", "privateKeys", "private_key"),
+    ("access_token", "accessToken", "access_token"),
+    ("access_tokens", "accessTokens", "access_token"),
+    ("refresh_token", "refreshToken", "refresh_token"),
+    ("refresh_tokens", "refreshTokens", "refresh_token"),
+    ("auth_token", "authToken", "auth_token"),
+    ("auth_tokens", "authTokens", "auth_token"),
+    ("auth", "auth", "auth"),
+    ("bearer", "bearer", "bearer"),
+    ("id_token", "idToken", "id_token"),
+    ("id_tokens", "idTokens", "id_token"),
+    ("session_token", "sessionToken", "session_token"),
+    ("session_tokens", "sessionTokens", "session_token"),
+    ("token", "token", "token"),
+    ("credential", "credential", "credential"),
+    ("credentials", "credentials", "credentials"),
+    ("authorization", "authorization", "authorization"),
+    ("authentication", "authentication", "authentication"),
+    ("cookie", "cookie", "cookie"),
+    ("cookies", "cookies", "cookie"),
+    ("set_cookie", "setCookie", "set_cookie"),
+    ("connection_string", "connectionString", "connection_string"),
+    ("dsn", "dsn", "dsn"),
+];
+
+/// Every phrase of the default allow list as an argument name: each must pass alone.
+const PINNED_ALLOW: &[&str] = &[
+    "max_tokens",
+    "max_output_tokens",
+    "max_completion_tokens",
+    "token_count",
+    "num_tokens",
+    "total_tokens",
+    "tokenizer",
+    "page_token",
+    "next_page_token",
+    "continuation_token",
+    "cursor",
+    "next_cursor",
+    "progress_token",
+    "key_id",
+    "key_name",
+    "public_key",
+    "primary_key",
+    "partition_key",
+    "sort_key",
+    "idempotency_key",
+    "cache_key",
+    "secret_name",
+    "secret_id",
+    "secret_ref",
+    "credential_id",
+    "api_version",
+    "api_url",
+    "access_level",
+    "password_policy",
+    "password_min_length",
+    "oauth",
+    "secret_type",
+    "secret_types",
+    "private_key_path",
+    "bearer_only",
+    "auth_required",
+    "authorization_settings",
+    "authorization_services",
+    "credential_type",
+    "credential_types",
+    "authentication_flow",
+];
+
+#[test]
+fn every_default_deny_phrase_is_denied_with_its_rule() {
+    let policy = NamePolicy::default();
+    for (snake, camel, rule) in PINNED_DENY {
+        for name in [
+            *snake,
+            *camel,
+            &snake.to_uppercase(),
+            &snake.replace('_', "-"),
+        ] {
+            assert_eq!(policy.check(name).map(|m| m.rule), Some(*rule), "{name}");
+        }
+        assert!(reference_denies(snake).is_some(), "reference: {snake}");
+    }
+    assert_eq!(
+        PINNED_DENY.len(),
+        DEFAULT_DENY.len(),
+        "a deny phrase is not pinned"
+    );
+}
+
+#[test]
+fn every_default_allow_phrase_passes() {
+    let policy = NamePolicy::default();
+    for name in PINNED_ALLOW {
+        assert_eq!(policy.check(name), None, "{name}");
+        assert_eq!(reference_denies(name), None, "reference: {name}");
+    }
+    assert_eq!(
+        PINNED_ALLOW.len(),
+        DEFAULT_ALLOW.len(),
+        "an allow phrase is not pinned"
+    );
+}
+
+/// The reference judges with README's lists, the policy with its own: they must be the same.
+#[test]
+fn the_reference_lists_are_the_policy_lists() {
+    use super::reference::{ALLOW, DENY};
+    let mut ours: Vec<&str> = DEFAULT_DENY.iter().map(|(p, _)| *p).collect();
+    let mut reference: Vec<&str> = DENY.to_vec();
+    ours.sort_unstable();
+    reference.sort_unstable();
+    assert_eq!(ours, reference);
+    let mut ours = DEFAULT_ALLOW.to_vec();
+    let mut reference = ALLOW.to_vec();
+    ours.sort_unstable();
+    reference.sort_unstable();
+    assert_eq!(ours, reference);
 }

@@ -73,6 +73,11 @@ pub fn skipped(name: &str) -> bool {
     .any(|s| s == name)
 }
 
+/// [`ref_percent_decode`] of a string, lossily.
+pub fn ref_percent_decode_str(s: &str) -> Option<String> {
+    ref_percent_decode(s.as_bytes()).map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
 /// `%XX` decoded once, every valid escape; `None` when there is none.
 fn ref_percent_decode(b: &[u8]) -> Option<Vec<u8>> {
     let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
@@ -94,7 +99,8 @@ fn ref_percent_decode(b: &[u8]) -> Option<Vec<u8>> {
     changed.then_some(out)
 }
 
-/// base64 (either alphabet) decoded from every start position, as far as a token can reach.
+/// base64 (either alphabet) decoded from every start position, as far as a token can reach; what
+/// it decodes to is looked at as it is and, when it holds `amt`, percent-decoded once.
 fn ref_base64_holds_token(b: &[u8]) -> bool {
     const STANDARD: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     const URL_SAFE: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -102,8 +108,8 @@ fn ref_base64_holds_token(b: &[u8]) -> bool {
         let at = |alphabet: &[u8]| alphabet.iter().position(|&x| x == c);
         at(STANDARD).or_else(|| at(URL_SAFE)).map(|p| p as u8)
     };
-    // A token is at most 4 + 32 + 1 + 64 bytes; with 2 bytes of misalignment on either side.
-    let reach = (4 + 32 + 1 + 64 + 4) * 4 / 3 + 4;
+    // A token, percent-encoded (3 bytes a character at most), plus misalignment.
+    let reach = (4 + 32 + 1 + 64) * 3 * 4 / 3 + 8;
     for start in 0..b.len() {
         let mut bits: u32 = 0;
         let mut nbits = 0;
@@ -118,20 +124,71 @@ fn ref_base64_holds_token(b: &[u8]) -> bool {
                 bits &= (1 << nbits) - 1;
             }
         }
-        if ref_contains_token(&String::from_utf8_lossy(&out)) {
+        // Percent-decoded when `amt` itself came through unencoded (form encoding never
+        // encodes letters).
+        let once = if out.windows(3).any(|w| w == b"amt") {
+            ref_percent_decode(&out).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        if ref_contains_token(&String::from_utf8_lossy(&out))
+            || ref_contains_token(&String::from_utf8_lossy(&once))
+        {
             return true;
         }
     }
     false
 }
 
-/// A header value a server could decode to a token: as sent, percent-decoded up to three times,
-/// and base64 of each of those.
+/// Backslash escapes undone the way JSON (`\uXXXX`) and Python's cookie parser (`\ooo`, `\c`)
+/// undo them.
+fn ref_unescape(b: &[u8]) -> Vec<u8> {
+    let s = String::from_utf8_lossy(b);
+    let chars: Vec<char> = s.chars().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i] != '\\' || i + 1 == chars.len() {
+            out.push(chars[i]);
+            i += 1;
+            continue;
+        }
+        let hex: String = chars[i + 1..].iter().skip(1).take(4).collect();
+        let oct: String = chars[i + 1..].iter().take(3).collect();
+        if chars[i + 1] == 'u' && hex.len() == 4 && u32::from_str_radix(&hex, 16).is_ok() {
+            let cp = u32::from_str_radix(&hex, 16).unwrap();
+            out.push(char::from_u32(cp).unwrap_or('\u{fffd}'));
+            i += 6;
+        } else if oct.len() == 3 && oct.chars().all(|c| ('0'..='7').contains(&c)) {
+            let v = u32::from_str_radix(&oct, 8).unwrap() as u8;
+            out.push(if v.is_ascii() { v as char } else { '\u{fffd}' });
+            i += 4;
+        } else {
+            out.push(chars[i + 1]);
+            i += 2;
+        }
+    }
+    out.into_bytes()
+}
+
+/// A header value a server could decode to a token: as sent, percent-decoded up to three times;
+/// each of those with backslash escapes undone; and base64 of all of these, strict and with
+/// every character that is neither base64 nor `=` skipped.
 pub fn ref_holds_token(v: &str) -> bool {
     let mut text = v.as_bytes().to_vec();
     for round in 0..=3 {
-        if ref_contains_token(&String::from_utf8_lossy(&text)) || ref_base64_holds_token(&text) {
-            return true;
+        for form in [text.clone(), ref_unescape(&text)] {
+            let lenient: Vec<u8> = form
+                .iter()
+                .copied()
+                .filter(|c| c.is_ascii_alphanumeric() || b"+/-_=".contains(c))
+                .collect();
+            if ref_contains_token(&String::from_utf8_lossy(&form))
+                || ref_base64_holds_token(&form)
+                || ref_base64_holds_token(&lenient)
+            {
+                return true;
+            }
         }
         if round == 3 {
             break;

@@ -31,6 +31,13 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
+/// `s` with a space every four characters (base64 as MIME and lenient decoders accept it).
+fn spaced(s: &str) -> String {
+    let chars: Vec<char> = s.chars().collect();
+    let groups: Vec<String> = chars.chunks(4).map(|c| c.iter().collect()).collect();
+    groups.join(" ")
+}
+
 /// The secret part of a token: what must never be seen anywhere, in whatever form was sent.
 fn secret_of(token: &str) -> &str {
     token.rsplit_once('_').unwrap().1
@@ -107,6 +114,20 @@ fn a_token_in_any_header_but_authorization_is_refused_and_never_forwarded() {
         (
             "cookie",
             format!("k={}", key.token.replace('_', "%255F")),
+            "token_in_cookie",
+        ),
+        // What lenient decoders read: base64 with spaces, Python's quoted-cookie escapes.
+        (
+            "proxy-authorization",
+            format!(
+                "Basic {}",
+                spaced(&base64(format!("agent:{}", key.token).as_bytes()))
+            ),
+            "token_in_header",
+        ),
+        (
+            "cookie",
+            format!("k=\"{}\"", key.token.replace('_', "\\137")),
             "token_in_cookie",
         ),
     ];
@@ -318,4 +339,44 @@ fn a_token_in_a_trailer_is_refused_before_the_body_is_forwarded() {
             .stat("mcp_guard.requests.denied.token_in_header"),
         1
     );
+}
+
+/// Header values need not be UTF-8 (RFC 9110 obs-text, and Envoy passes them on): such a request
+/// is judged like any other, and the VM does not trap on it.
+#[test]
+fn a_header_value_that_is_not_utf8_is_judged_not_fatal() {
+    use std::io::{Read, Write};
+    let stack = Stack::start("smuggle-non-utf8");
+    let key = stack.guardctl.create_key("demo", "member", None);
+    stack.wait_until_allowed(&key.token);
+    let send = |extra: &[u8]| -> String {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", stack.envoy.port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut head = format!(
+            "GET /not-mcp HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {}\r\n",
+            key.token
+        )
+        .into_bytes();
+        head.extend_from_slice(extra);
+        head.extend_from_slice(b"\r\nconnection: close\r\n\r\n");
+        stream.write_all(&head).unwrap();
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    for _ in 0..4 {
+        // More requests than workers: a trap would leave a worker answering 5xx.
+        let plain = send(b"user-agent: caf\xe9 \xff\xfe");
+        assert!(plain.starts_with("HTTP/1.1 404"), "{plain}");
+    }
+    let mut with_token = b"x-api-key: \xe9".to_vec();
+    with_token.extend_from_slice(key.token.as_bytes());
+    let refused = send(&with_token);
+    assert!(refused.starts_with("HTTP/1.1 400"), "{refused}");
+    let after = Request::get("/not-mcp")
+        .bearer(&key.token)
+        .send(stack.envoy.port);
+    assert_eq!(after.status, 404, "the filter still works: {after:?}");
 }
