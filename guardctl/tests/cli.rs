@@ -19,6 +19,8 @@ struct ServeProcess {
     url: String,
     /// Every line the server wrote to stderr so far.
     lines: Arc<Mutex<Vec<String>>>,
+    /// The thread draining stderr; it ends when the server's stderr closes.
+    reader: Option<thread::JoinHandle<()>>,
 }
 
 impl ServeProcess {
@@ -56,15 +58,15 @@ impl ServeProcess {
         let stderr = child.stderr.take().unwrap();
         let lines = Arc::new(Mutex::new(Vec::new()));
         let (lines_tx, lines_rx) = mpsc::channel();
-        {
+        let reader = {
             let lines = Arc::clone(&lines);
             thread::spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                     lines.lock().unwrap().push(line.clone());
                     let _ = lines_tx.send(line);
                 }
-            });
-        }
+            })
+        };
         let line = loop {
             let line = lines_rx
                 .recv_timeout(Duration::from_secs(20))
@@ -83,7 +85,25 @@ impl ServeProcess {
             !line.contains("amt_"),
             "start-up line shows a token: {line}"
         );
-        ServeProcess { child, url, lines }
+        ServeProcess {
+            child,
+            url,
+            lines,
+            reader: Some(reader),
+        }
+    }
+
+    /// [`Self::terminate`], then every line the server wrote: read once the reader thread has
+    /// drained stderr to its end, so no last line is missed.
+    fn terminate_with_log(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let reader = self.reader.take();
+        let lines = Arc::clone(&self.lines);
+        let status = self.terminate();
+        if let Some(reader) = reader {
+            reader.join().unwrap();
+        }
+        let log = lines.lock().unwrap().clone();
+        (status, log)
     }
 
     /// Sends SIGTERM and returns the exit status once the server has stopped.
@@ -442,7 +462,6 @@ fn env_config_json_logs_and_sigterm_answers_long_polls() {
             .env("GUARDCTL_LOG_FORMAT", "json")
             .env("GUARDCTL_LOG", "debug");
     });
-    let lines = Arc::clone(&server.lines);
     assert!(
         !data.join("admin-token").exists(),
         "the token comes from --admin-token-file"
@@ -505,7 +524,7 @@ fn env_config_json_logs_and_sigterm_answers_long_polls() {
         thread::sleep(Duration::from_millis(20));
     }
     let signalled = Instant::now();
-    let status = server.terminate();
+    let (status, log) = server.terminate_with_log();
     let ((poll_status, poll_body), answered) = poller.join().unwrap();
     assert!(
         answered.duration_since(signalled) < Duration::from_secs(3),
@@ -520,7 +539,6 @@ fn env_config_json_logs_and_sigterm_answers_long_polls() {
     assert_eq!(status.code(), Some(0), "exit status after SIGTERM");
 
     // The log: JSON objects only, the promised lines, and no secret anywhere.
-    let log = lines.lock().unwrap().clone();
     let events: Vec<Value> = log
         .iter()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
@@ -576,9 +594,9 @@ fn text_logs_and_bad_log_settings() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("state");
     let server = ServeProcess::start(&data);
-    let lines = Arc::clone(&server.lines);
-    assert!(server.terminate().success());
-    let log = lines.lock().unwrap().join("\n");
+    let (status, lines) = server.terminate_with_log();
+    assert!(status.success());
+    let log = lines.join("\n");
     let start = log
         .lines()
         .find(|line| line.contains("listening on http://127.0.0.1:"))

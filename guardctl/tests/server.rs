@@ -206,7 +206,7 @@ fn create_list_long_poll_revoke_and_restart() {
         let answer = get(&poll_url, None);
         (answer, started.elapsed())
     });
-    thread::sleep(Duration::from_millis(300));
+    wait_for_long_polls(&server.url, 1);
     let revoked = client.revoke_key(&first.key_id).unwrap();
     assert!(revoked.revoked);
     assert_eq!(revoked.version, 3);
@@ -396,7 +396,7 @@ fn shutdown_answers_pending_long_polls() {
     let mut server = TestServer::start(&db_in(&dir));
     let poll_url = format!("{}/v1/keyset?since=0&wait_ms=60000", server.url);
     let poller = thread::spawn(move || get(&poll_url, None));
-    thread::sleep(Duration::from_millis(300));
+    wait_for_long_polls(&server.url, 1);
     let started = Instant::now();
     server.shutdown_within(Duration::from_secs(5));
     let (status, body) = poller.join().unwrap();
@@ -437,9 +437,11 @@ fn a_thousand_long_polls_wake_on_one_change() {
                 Ok::<String, std::io::Error>(answer)
             });
         }
-        // Give the polls time to arrive and park; any that arrive after the create get the
-        // same change at once, so the outcome does not depend on this timing.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Every poll parked before the change: each is woken by it, none answered at once.
+        let url = server.url.clone();
+        tokio::task::spawn_blocking(move || wait_for_long_polls(&url, poll_count as u64))
+            .await
+            .unwrap();
         let client = server.client();
         let created = tokio::task::spawn_blocking(move || client.create_key(&params("wake")))
             .await
@@ -616,6 +618,23 @@ fn get_text(url: &str) -> (u16, String, String) {
         response.body_mut().read_to_string().unwrap(),
         content_type,
     )
+}
+
+/// Waits until exactly `n` long-polls are parked in the server (`guardctl_long_polls` on
+/// `/metrics`), so a test acts only once its polls are really waiting.
+fn wait_for_long_polls(server_url: &str, n: u64) {
+    let started = Instant::now();
+    loop {
+        let (_, page, _) = get_text(&format!("{server_url}/metrics"));
+        if sample(&page, "guardctl_long_polls") == Some(n) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "never {n} parked long-polls:\n{page}"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// The value of one sample of a Prometheus text page (`series` with its labels, exactly).

@@ -131,9 +131,11 @@ fn corpus_default_policy_quality() {
         "{} secret argument name(s) not matched by the default policy (see list above)",
         false_negatives.len()
     );
+    // README claims 0 on this corpus (in-sample: the lists were tuned on it).
     assert!(
-        false_positives.len() * 100 < benign,
-        "false-positive rate {}.{:02}% is not under 1% (see list above)",
+        false_positives.is_empty(),
+        "{} benign argument name(s) matched ({}.{:02}%, see list above)",
+        false_positives.len(),
         fp_bp / 100,
         fp_bp % 100
     );

@@ -260,3 +260,34 @@ async fn debug_last_request_reports_headers_of_mcp_requests() -> TestResult {
 
     server.stop().await
 }
+
+/// Every "never reached the upstream" assertion of the end-to-end suite rests on this: a request
+/// counts the moment its head arrives, even if its body never does.
+#[tokio::test]
+async fn a_request_counts_as_soon_as_its_headers_arrive() -> TestResult {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start().await?;
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await?;
+    stream
+        .write_all(
+            b"POST /api/mcp HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n\
+              accept: application/json, text/event-stream\r\ncontent-length: 1000\r\n\r\n{\"jsonrpc\"",
+        )
+        .await?;
+    let started = std::time::Instant::now();
+    loop {
+        let last = server.last_request().await?;
+        if last.count == 1 {
+            assert_eq!(last.method.as_deref(), Some("POST"));
+            assert_eq!(last.body, None, "the body has not arrived");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "headers without their body were not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(stream);
+    server.stop().await
+}

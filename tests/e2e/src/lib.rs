@@ -817,18 +817,41 @@ impl Envoy {
             .collect()
     }
 
+    /// A filter stat by name (without `wasmcustom.`). Panics when Envoy has no such stat, so a
+    /// misspelt name fails the test instead of reading as 0.
     pub fn stat(&self, name: &str) -> u64 {
+        let stats = self.stats();
+        stats.get(name).copied().unwrap_or_else(|| {
+            panic!(
+                "Envoy has no stat {name:?}; the filter's are {:?}",
+                stats.keys().collect::<Vec<_>>()
+            )
+        })
+    }
+
+    /// A body-policy counter (`mcp_guard.body.rejected.<rule>` or `.audit.<rule>`). The filter
+    /// defines these on first use, so absent means 0; only these names may be absent.
+    pub fn rule_stat(&self, name: &str) -> u64 {
+        let rule = name
+            .strip_prefix("mcp_guard.body.rejected.")
+            .or_else(|| name.strip_prefix("mcp_guard.body.audit."));
+        assert!(
+            rule.is_some_and(|r| !r.is_empty()
+                && r.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')),
+            "{name:?} is not a body-policy rule counter"
+        );
         self.stats().get(name).copied().unwrap_or(0)
     }
 
-    /// Any Envoy stat (e.g. cluster stats), 0 when absent.
+    /// Any Envoy stat (e.g. cluster stats). Panics when there is none by that name.
     pub fn raw_stat(&self, name: &str) -> u64 {
         Request::get(&format!("/stats?filter=^{}$", name.replace('.', "\\.")))
             .send(self.admin_port)
             .body
             .lines()
             .find_map(|l| l.split_once(": ").and_then(|(_, v)| v.trim().parse().ok()))
-            .unwrap_or(0)
+            .unwrap_or_else(|| panic!("Envoy has no stat {name:?}"))
     }
 
     /// Waits until the key set has been loaded (requests stop getting 503).

@@ -226,20 +226,15 @@ fn content_type_encoding_and_size_are_enforced() {
     );
     assert_eq!(stack.upstream.request_count(), before);
 
-    // GET (the SSE stream) and a clean chunked POST still pass.
-    let clean_chunked = send_chunked(
-        stack.envoy.port,
-        &key.token,
-        &tools_call(4, r#"{"text":"x"}"#),
-        5,
-    );
-    assert!(
-        !clean_chunked.body.contains("\"rule\""),
-        "{clean_chunked:?}"
-    );
-    assert!(
-        stack.upstream.request_count() > before,
-        "the clean request reached the upstream"
+    // A clean chunked POST passes, and the upstream gets exactly the bytes sent.
+    let clean_chunked = send_chunked(stack.envoy.port, &key.token, INITIALIZE, 5);
+    assert_eq!(clean_chunked.status, 200, "{clean_chunked:?}");
+    assert!(mcp_message(&clean_chunked)["result"]["serverInfo"].is_object());
+    assert_eq!(stack.upstream.request_count(), before + 1);
+    assert_eq!(
+        stack.upstream.last_request()["body"].as_str(),
+        Some(INITIALIZE),
+        "the chunked body was changed on the way"
     );
 }
 
@@ -286,6 +281,11 @@ fn http2_with_trailers_is_judged_at_the_trailers() {
     assert!(allowed.contains(":status: 200"), "{allowed}");
     assert!(allowed.contains("serverInfo"), "{allowed}");
     assert_eq!(stack.upstream.request_count(), before + 1);
+    assert_eq!(
+        stack.upstream.last_request()["body"].as_str(),
+        Some(INITIALIZE),
+        "the HTTP/2 body was changed on the way"
+    );
 }
 
 #[test]
@@ -311,7 +311,7 @@ fn audit_mode_forwards_but_counts_and_logs_what_it_would_block() {
         "audit mode forwards"
     );
     assert_eq!(stack.envoy.stat("mcp_guard.body.audit.password"), 1);
-    assert_eq!(stack.envoy.stat("mcp_guard.body.rejected.password"), 0);
+    assert_eq!(stack.envoy.rule_stat("mcp_guard.body.rejected.password"), 0);
     let log = stack.envoy.process.log_text();
     assert!(
         log.contains("audit: would reject rule=password"),
@@ -347,6 +347,8 @@ fn in_audit_mode_too_a_key_revoked_mid_upload_gets_401() {
 fn revoke_mid_upload(stack: &Stack, key: &IssuedKey, body: &str) {
     use std::io::{Read, Write};
     let (first, rest) = body.split_at(body.len() / 2);
+    // Counted before a byte is written: a proxy that forwarded the headers early must show.
+    let before = stack.upstream.request_count();
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", stack.envoy.port)).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -360,7 +362,6 @@ fn revoke_mid_upload(stack: &Stack, key: &IssuedKey, body: &str) {
         body.len()
     )
     .unwrap();
-    let before = stack.upstream.request_count();
 
     stack.guardctl.revoke(&key.key_id);
     // The 401 comes while the upload is stalled: the proxy does not wait for the rest of a
