@@ -168,17 +168,22 @@ impl Drop for Process {
 /// Waits for `marker` followed by `127.0.0.1:<port>` in a process log and returns the port: every
 /// process binds port 0, so tests never race each other (or ephemeral client ports) for a port.
 fn bound_port(process: &mut Process, marker: &str) -> u16 {
+    try_bound_port(process, marker)
+        .unwrap_or_else(|| panic!("{} exited:\n{}", process.name, process.log_text()))
+}
+
+/// [`bound_port`], or `None` if the process exits first (its port was taken, for one).
+fn try_bound_port(process: &mut Process, marker: &str) -> Option<u16> {
     let mut port = None;
+    let mut exited = false;
     wait_until(
         &format!("{marker:?} in {}", process.log.display()),
         Duration::from_secs(30),
         || {
-            assert!(
-                process.is_running(),
-                "{} exited:\n{}",
-                process.name,
-                process.log_text()
-            );
+            if !process.is_running() {
+                exited = true;
+                return true;
+            }
             port = process.log_text().lines().find_map(|line| {
                 let rest = &line[line.find(marker)? + marker.len()..];
                 let rest = rest
@@ -190,7 +195,32 @@ fn bound_port(process: &mut Process, marker: &str) -> u16 {
             port.is_some()
         },
     );
-    port.unwrap()
+    // A line written just before exiting still counts as not started.
+    if exited {
+        return None;
+    }
+    port
+}
+
+/// A free loopback port below the kernel's ephemeral range: a server that restarts on it can
+/// always have it back, since no outgoing connection is ever given a port from there.
+fn port_outside_ephemeral_range() -> u16 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let base = 10_000;
+    let span = low.saturating_sub(base).max(1);
+    let seed = std::process::id().wrapping_mul(7919);
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = base + (seed.wrapping_add(n.wrapping_mul(13))) % span;
+        if std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
+        }
+    }
+    panic!("no free port between {base} and {low}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -490,9 +520,28 @@ impl Guardctl {
             .to_string()
     }
 
-    /// (Re)starts on the same port and database; the first start picks a free port.
+    /// (Re)starts on the same port and database. The first start picks a free port below the
+    /// ephemeral range (so a restart can rebind it while other tests open connections); if a
+    /// parallel test takes it first, the next one is tried.
     pub fn restart(&mut self) {
         self.stop();
+        let first = self.port == 0;
+        for _ in 0..20 {
+            if first {
+                self.port = port_outside_ephemeral_range();
+            }
+            if self.try_start() {
+                return;
+            }
+            if !first {
+                // Our own port, just closed: only a lingering socket can hold it.
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        }
+        panic!("guardctl could not listen on 127.0.0.1:{}", self.port);
+    }
+
+    fn try_start(&mut self) -> bool {
         let db = self.data_dir.join("guard.db");
         self.starts += 1;
         let spawn = if self.own_group {
@@ -511,15 +560,15 @@ impl Guardctl {
                 db.to_str().unwrap(),
             ]),
         );
-        let port = bound_port(&mut process, "listening on ");
-        if self.port == 0 {
-            self.port = port;
-        }
+        let Some(port) = try_bound_port(&mut process, "listening on ") else {
+            return false;
+        };
+        assert_eq!(port, self.port, "guardctl bound another port");
         self.process = Some(process);
-        let port = self.port;
         wait_until("guardctl /healthz", Duration::from_secs(20), || {
             Request::get("/healthz").send(port).status == 200
         });
+        true
     }
 
     pub fn stop(&mut self) {

@@ -312,7 +312,12 @@ fn the_proxy_keeps_its_last_known_set_while_guardctl_is_down_and_after_it_restar
     });
 
     stack.guardctl.stop();
-    std::thread::sleep(Duration::from_millis(1_500));
+    // Once the proxy has seen guardctl fail, it must still serve what it had.
+    wait_until(
+        "the sync failure to be counted",
+        Duration::from_secs(5),
+        || stack.envoy.stat("mcp_guard.sync.failed") >= 1,
+    );
     assert_eq!(
         stack.mcp(Some(&key.token)).status,
         200,
@@ -325,11 +330,6 @@ fn the_proxy_keeps_its_last_known_set_while_guardctl_is_down_and_after_it_restar
             ))
             .status,
         401
-    );
-    wait_until(
-        "the sync failure to be counted",
-        Duration::from_secs(5),
-        || stack.envoy.stat("mcp_guard.sync.failed") >= 1,
     );
 
     // Same database after restart: keys survive, and the sync resumes where it stopped.
