@@ -341,3 +341,29 @@ fn past_max_staleness_requests_and_streams_fail_closed_until_sync_resumes() {
     stack.guardctl.restart();
     stack.wait_until_allowed(&key.token);
 }
+
+/// A key that expires while its SSE stream is open: the stream lives until the expiry, then is
+/// cut (the timer reads the clock for streams whose key expires).
+#[test]
+fn an_open_stream_is_cut_when_its_key_expires() {
+    let stack = Stack::start("inflight-expiry");
+    let created = Instant::now();
+    let key = stack.guardctl.create_key("demo", "member", Some("4s"));
+    stack.wait_until_allowed(&key.token);
+    let session = mcp_session(&stack, &key);
+    let mut sse = open_sse(&stack, &key, &session);
+    // expires_at is whole seconds: at least 3 s after `created`, at most 5 s.
+    let until_surely_valid = Duration::from_secs(3).saturating_sub(created.elapsed());
+    assert!(
+        sse.stays_open_for(until_surely_valid),
+        "cut before its key expired"
+    );
+    let cut = sse
+        .closed_within(Duration::from_secs(4))
+        .expect("the stream outlived its key");
+    let at = created.elapsed();
+    println!("stream of a key expiring 4 s after creation cut at {at:?} (after {cut:?} more)");
+    assert!(at < Duration::from_secs(5) + CUT_WITHIN, "cut at {at:?}");
+    assert!(stack.envoy.stat("mcp_guard.streams.reset.expired") >= 1);
+    assert_eq!(stack.mcp(Some(&key.token)).status, 401);
+}
