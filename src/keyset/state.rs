@@ -152,6 +152,26 @@ mod tests {
     use crate::keyset::store::MemoryStore;
 
     #[test]
+    fn staleness_starts_just_past_max_staleness_and_only_for_a_loaded_set() {
+        let loaded = ServingState {
+            generation: 1,
+            version: 5,
+            synced_at_ms: 10_000,
+        };
+        assert!(!loaded.is_stale(16_000, 6_000), "exactly max_staleness old");
+        assert!(loaded.is_stale(16_001, 6_000), "one ms more");
+        assert!(!loaded.is_stale(9_000, 6_000), "a clock behind the sync");
+        assert!(!loaded.is_stale(10_000, 0));
+        assert!(loaded.is_stale(10_001, 0));
+        let not_loaded = ServingState {
+            generation: 0,
+            ..loaded
+        };
+        // Not stale but not loaded: requests get 503 keyset_not_loaded, not keyset_stale.
+        assert!(!not_loaded.is_stale(u64::MAX, 1));
+    }
+
+    #[test]
     fn records_round_trip_and_reject_garbage() {
         let state = ServingState {
             generation: 2,
