@@ -52,6 +52,9 @@ pub struct GuardHttp {
     streams: Rc<RefCell<LiveStreams>>,
     /// Set while an authenticated POST is held for body inspection.
     pending: Option<PendingBody>,
+    /// Test-only: trap in this later phase (`body` or `response`).
+    #[cfg(feature = "trap-on-demand")]
+    trap_in: Option<String>,
 }
 
 /// How fresh a re-check's view of the key set must be.
@@ -118,6 +121,8 @@ impl GuardHttp {
             metrics,
             streams,
             pending: None,
+            #[cfg(feature = "trap-on-demand")]
+            trap_in: None,
         }
     }
 
@@ -484,16 +489,20 @@ impl HttpContext for GuardHttp {
         }
 
         // `x-mcp-guard-test-trap: sync-leader` asks whichever VM runs the key-set sync to trap
-        // at its next tick (to prove another takes over); any other value traps this one now.
+        // at its next tick (to prove another takes over); `body` and `response` trap this VM in
+        // that phase of this request; any other value traps it now.
         #[cfg(feature = "trap-on-demand")]
         if let Some((_, value)) = pairs
             .iter()
             .find(|(name, _)| name == "x-mcp-guard-test-trap")
         {
-            if value != "sync-leader" {
-                core::arch::wasm32::unreachable();
+            match value.as_str() {
+                "sync-leader" => {
+                    let _ = hostcalls::set_shared_data(super::TRAP_SYNC_LEADER, Some(b"1"), None);
+                }
+                "body" | "response" => self.trap_in = Some(value.clone()),
+                _ => core::arch::wasm32::unreachable(),
             }
-            let _ = hostcalls::set_shared_data(super::TRAP_SYNC_LEADER, Some(b"1"), None);
         }
 
         let Some(config) = self.config.clone() else {
@@ -548,6 +557,10 @@ impl HttpContext for GuardHttp {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        #[cfg(feature = "trap-on-demand")]
+        if self.trap_in.as_deref() == Some("body") {
+            core::arch::wasm32::unreachable();
+        }
         let Some(pending) = self.pending.as_mut() else {
             return Action::Continue;
         };
@@ -603,6 +616,10 @@ impl HttpContext for GuardHttp {
     }
 
     fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
+        #[cfg(feature = "trap-on-demand")]
+        if self.trap_in.as_deref() == Some("response") {
+            core::arch::wasm32::unreachable();
+        }
         // Revoked while the upstream worked: the client gets the 401, not the answer. A strict
         // read: nothing of the answer has left the proxy yet, and this is the last chance to
         // replace it.

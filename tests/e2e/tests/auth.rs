@@ -452,41 +452,55 @@ fn a_module_that_does_not_load_never_serves_traffic() {
     assert!(output.contains("fail closed"), "{output}");
 }
 
+/// A VM that traps (a panic, in production) in any phase fails closed: the trapping request
+/// gets no answer from the upstream, and nothing passes the dead filter afterwards.
 #[test]
-fn a_trapped_vm_fails_closed() {
+fn a_trapped_vm_fails_closed_in_every_phase() {
     let dir = scratch_dir("trap");
     let guardctl = Guardctl::start(&dir);
     let upstream = Upstream::start(&dir);
-    let mut options = EnvoyOptions::new(upstream.port, guardctl.port);
-    options.wasm = trap_wasm();
-    options.concurrency = 1;
-    let envoy = Envoy::start(&dir, &options);
-    envoy.wait_for_keyset();
     let key = guardctl.create_key("demo", "member", None);
-    let call = |extra: Option<(&str, &str)>| {
-        let mut request = Request::post_json("/api/mcp", INITIALIZE).bearer(&key.token);
-        if let Some((n, v)) = extra {
-            request = request.header(n, v);
-        }
-        request.send(envoy.port)
-    };
-    wait_until("key to sync", Duration::from_secs(5), || {
-        call(None).status == 200
-    });
-    let reached = upstream.request_count();
+    for phase in ["headers", "body", "response"] {
+        let mut options = EnvoyOptions::new(upstream.port, guardctl.port);
+        options.wasm = trap_wasm();
+        options.concurrency = 1;
+        let envoy = Envoy::start(&dir, &options);
+        envoy.wait_for_keyset();
+        let call = |trap: Option<&str>| {
+            let mut request = Request::post_json("/api/mcp", INITIALIZE).bearer(&key.token);
+            if let Some(phase) = trap {
+                request = request.header("x-mcp-guard-test-trap", phase);
+            }
+            request.send(envoy.port)
+        };
+        wait_until("key to sync", Duration::from_secs(5), || {
+            call(None).status == 200
+        });
+        let reached = upstream.request_count();
 
-    let trapped = call(Some(("x-mcp-guard-test-trap", "1")));
-    assert!(trapped.status >= 500, "trap must not pass: {trapped:?}");
-    // After the crash nothing passes: not the valid key, not a request without credentials.
-    for _ in 0..5 {
-        assert!(call(None).status >= 500);
-        assert!(Request::get("/api/mcp").send(envoy.port).status >= 500);
+        let trapped = call(Some(phase));
+        assert!(
+            trapped.status >= 500,
+            "{phase}: a trap must not pass: {trapped:?}"
+        );
+        assert!(
+            !trapped.body.contains("serverInfo"),
+            "{phase}: the upstream's answer reached the client: {trapped:?}"
+        );
+        // Only a response-phase trap comes after the request was forwarded.
+        let forwarded = u64::from(phase == "response");
+        assert_eq!(upstream.request_count(), reached + forwarded, "{phase}");
+        // After the crash nothing passes: not the valid key, not a request without credentials.
+        for _ in 0..5 {
+            assert!(call(None).status >= 500, "{phase}");
+            assert!(Request::get("/api/mcp").send(envoy.port).status >= 500);
+        }
+        assert_eq!(
+            upstream.request_count(),
+            reached + forwarded,
+            "{phase}: a request passed the dead filter"
+        );
     }
-    assert_eq!(
-        upstream.request_count(),
-        reached,
-        "a request passed the dead filter"
-    );
 }
 
 #[test]
