@@ -536,3 +536,54 @@ fn the_policy_version_and_mode_each_proxy_runs_are_in_its_stats() {
     assert_eq!(stats.get("mcp_guard.config.policy_version"), Some(&0));
     assert_eq!(stats.get("mcp_guard.config.audit_mode"), Some(&0));
 }
+
+/// What the upstream sees of `request` (sent with a key and a client's own identity headers):
+/// the key's identity, replaced, and no Authorization header.
+fn assert_identity_replaced(stack: &Stack, key: &IssuedKey, request: Request, what: &str) {
+    let before = stack.upstream.request_count();
+    let response = request
+        .bearer(&key.token)
+        .header("x-amt-org", "root")
+        .header("X-Amt-Role", "admin")
+        .header("x-amt-key-id", "someone-else")
+        .send(stack.envoy.port);
+    assert!(response.status < 500, "{what}: {response:?}");
+    assert_eq!(stack.upstream.request_count(), before + 1, "{what}: not forwarded");
+    let seen = stack.upstream.last_request();
+    let headers = &seen["headers"];
+    assert_eq!(headers["x-amt-key-id"], key.key_id.as_str(), "{what}");
+    assert_eq!(headers["x-amt-org"], "demo", "{what}");
+    assert_eq!(headers["x-amt-role"], "member", "{what}");
+    assert!(headers.get("authorization").is_none(), "{what}: {headers}");
+    assert!(!seen.to_string().contains(&key.token), "{what}: the token reached the upstream");
+}
+
+#[test]
+fn identity_is_replaced_and_authorization_removed_on_every_kind_of_request() {
+    let stack = Stack::start("identity-kinds");
+    let key = stack.guardctl.create_key("demo", "member", None);
+    stack.wait_until_allowed(&key.token);
+    let sse = Request::get("/api/mcp").header("accept", "text/event-stream");
+    assert_identity_replaced(&stack, &key, sse, "SSE GET");
+    let mut delete = Request::get("/api/mcp").header("mcp-session-id", "s-1");
+    delete.method = "DELETE".into();
+    assert_identity_replaced(&stack, &key, delete, "DELETE");
+    let post = Request::post_json("/api/mcp", INITIALIZE);
+    assert_identity_replaced(&stack, &key, post, "POST");
+
+    // Audit mode forwards what enforce mode would block: identity is replaced all the same.
+    let audit = Stack::start_with("identity-audit", |options| {
+        options.plugin_config = Some(
+            r#"{"org":"demo","keyset_cluster":"guardctl","mode":"audit","inspect_path_prefixes":["/api/mcp"]}"#
+                .into(),
+        );
+    });
+    let key = audit.guardctl.create_key("demo", "member", None);
+    audit.wait_until_allowed(&key.token);
+    let blocked_in_enforce = Request::post_json(
+        "/api/mcp",
+        r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"echo","arguments":{"password":"x"}}}"#,
+    );
+    assert_identity_replaced(&audit, &key, blocked_in_enforce, "audit-mode POST");
+    assert_eq!(audit.envoy.stat("mcp_guard.body.audit.password"), 1);
+}
