@@ -518,3 +518,40 @@ fn client_data_outside_tool_arguments_is_inspected_too() {
     );
     assert_eq!(stack.envoy.stat("mcp_guard.body.rejected.password"), 2);
 }
+
+/// A live key sent inside a body (as a value, as an argument name, JSON in a string) is refused,
+/// and neither the reply nor any line Envoy prints holds it.
+#[test]
+fn a_token_inside_a_blocked_body_never_reaches_a_reply_or_a_log() {
+    let (stack, key) = stack_with_key("body-token-log", None);
+    let leaked = stack.guardctl.create_key("demo", "admin", None);
+    let secret = leaked.token.rsplit_once('_').unwrap().1.to_string();
+    let before = stack.upstream.request_count();
+    let bodies = [
+        tools_call(61, &format!(r#"{{"config":"{}"}}"#, leaked.token)),
+        tools_call(62, &format!(r#"{{"{}":"x"}}"#, leaked.token)),
+        tools_call(63, &format!(r#"{{"payload":"{{\"k\":\"{}\"}}"}}"#, leaked.token)),
+        tools_call(64, &format!(r#"{{"text":"use Bearer {} please"}}"#, leaked.token)),
+    ];
+    for body in &bodies {
+        let response = Request::post_json("/api/mcp", body)
+            .bearer(&key.token)
+            .header("x-request-id", "e2e-body-token")
+            .send(stack.envoy.port);
+        assert_blocked(&response, 400, -32602, "amt_token_value");
+        assert!(!response.body.contains(&secret), "the reply echoes it: {response:?}");
+    }
+    assert_eq!(stack.upstream.request_count(), before);
+    wait_until("the access log lines", Duration::from_secs(5), || {
+        stack
+            .envoy
+            .process
+            .log_text()
+            .matches("\"request_id\":\"e2e-body-token\"")
+            .count()
+            == bodies.len()
+    });
+    let log = stack.envoy.process.log_text();
+    assert!(log.contains("rule=amt_token_value"), "the debug line is there");
+    assert!(!log.contains(&secret), "a token from a body reached Envoy's output");
+}
