@@ -346,6 +346,110 @@ pub fn nghttp_post(port: u16, body: &Path, headers: &[String], trailer: &str) ->
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
+/// A request written as raw bytes (possibly in parts), whose answer is read as it comes: to see
+/// when the proxy answers or cuts a stream, or to stall an upload half-way.
+pub struct OpenStream {
+    stream: TcpStream,
+    /// The response head, once [`OpenStream::read_head`] has read it.
+    pub head: String,
+    /// What arrived of the body so far.
+    pub body: Vec<u8>,
+}
+
+impl OpenStream {
+    /// Connects and writes `bytes` (a request, or its beginning); reads nothing yet.
+    pub fn write_raw(port: u16, bytes: &[u8]) -> OpenStream {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.write_all(bytes).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        OpenStream {
+            stream,
+            head: String::new(),
+            body: Vec::new(),
+        }
+    }
+
+    /// Sends `request` (a whole HTTP/1.1 request) and reads up to the end of the response head.
+    pub fn open(port: u16, request: &str) -> OpenStream {
+        let mut open = Self::write_raw(port, request.as_bytes());
+        open.read_head();
+        open
+    }
+
+    /// Writes more of the request; a proxy that already answered may have closed it.
+    pub fn write_more(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// Reads up to the end of the response head (the rest stays in `body`).
+    pub fn read_head(&mut self) {
+        let mut received = std::mem::take(&mut self.body);
+        let mut chunk = [0u8; 4096];
+        let split = loop {
+            if let Some(at) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            let n = self.stream.read(&mut chunk).unwrap();
+            assert!(n > 0, "closed before the response head");
+            received.extend_from_slice(&chunk[..n]);
+        };
+        self.head = String::from_utf8_lossy(&received[..split]).into_owned();
+        self.body = received[split..].to_vec();
+    }
+
+    /// Reads until the proxy closes the connection (or it errors).
+    pub fn read_to_end(&mut self) {
+        let _ = self.stream.read_to_end(&mut self.body);
+    }
+
+    /// True while the connection stays open and silent for `quiet` (reading what does arrive).
+    pub fn stays_open_for(&mut self, quiet: Duration) -> bool {
+        self.closed_within(quiet).is_none()
+    }
+
+    /// How long until the proxy closes (or resets) the connection, if it does within `limit`.
+    pub fn closed_within(&mut self, limit: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        let mut chunk = [0u8; 4096];
+        self.stream
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        while start.elapsed() < limit {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Some(start.elapsed()),
+                Ok(n) => self.body.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return Some(start.elapsed()),
+            }
+        }
+        None
+    }
+
+    pub fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A whole HTTP/1.1 request as text, with `content-length` when it has a body.
+pub fn raw_request(method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> String {
+    let mut text = format!("{method} {path} HTTP/1.1\r\nhost: localhost\r\n");
+    for (name, value) in headers {
+        text.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !body.is_empty() {
+        text.push_str(&format!("content-length: {}\r\n", body.len()));
+    }
+    text.push_str("\r\n");
+    text.push_str(body);
+    text
+}
+
 /// Reads one response, stopping at the end of its body rather than at connection close: Envoy
 /// holds an HTTP/1 connection open for a second after `connection: close` (delayed close).
 fn read_response(stream: &mut TcpStream) -> Response {
@@ -997,13 +1101,14 @@ impl Stack {
     /// Waits until the proxy accepts `token` (a new key has arrived), probing the same
     /// Envoy-answered path as [`Stack::wait_until_refused`] (404 once the key is valid).
     pub fn wait_until_allowed(&self, token: &str) {
-        wait_until("the key to reach the proxy", Duration::from_secs(5), || {
-            Request::get("/not-mcp")
-                .bearer(token)
-                .send(self.envoy.port)
-                .status
-                == 404
-        });
+        wait_until_allowed_on(self.envoy.port, token);
+    }
+
+    /// A new key of org `demo`, once the proxy accepts it (no request reaches the upstream).
+    pub fn live_key(&self, role: &str) -> IssuedKey {
+        let key = self.guardctl.create_key("demo", role, None);
+        self.wait_until_allowed(&key.token);
+        key
     }
 
     pub fn mcp(&self, token: Option<&str>) -> Response {
@@ -1017,6 +1122,21 @@ impl Stack {
 
 // ---------------------------------------------------------------------------------------------
 // Several proxies on one guardctl: revocation propagation, for the tests and `make bench`.
+
+/// True when the proxy on `port` accepts `token`: a path Envoy answers itself (404) once the
+/// key is valid, so probing never reaches a counted upstream.
+pub fn accepted_by(port: u16, token: &str) -> bool {
+    Request::get("/not-mcp").bearer(token).send(port).status == 404
+}
+
+/// Waits until the proxy on `port` accepts `token` (see [`accepted_by`]).
+pub fn wait_until_allowed_on(port: u16, token: &str) {
+    wait_until(
+        "the key to reach the proxy",
+        Duration::from_secs(10),
+        || accepted_by(port, token),
+    );
+}
 
 /// Probes whether `port` refuses `token` (401) on the Envoy-answered path, as fast as it answers.
 fn refused_by(port: u16, token: &str) -> bool {

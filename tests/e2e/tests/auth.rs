@@ -20,10 +20,7 @@ fn assert_jsonrpc_error(response: &Response) {
 #[test]
 fn a_valid_key_reaches_the_upstream_with_identity_headers_and_no_credentials() {
     let stack = Stack::start("allow");
-    let key = stack.guardctl.create_key("demo", "member", None);
-    wait_until("the new key to sync", Duration::from_secs(5), || {
-        stack.mcp(Some(&key.token)).status == 200
-    });
+    let key = stack.live_key("member");
 
     // The client tries to choose its own identity; the filter replaces it.
     let response = Request::post_json("/api/mcp?e2e=allow-1", INITIALIZE)
@@ -85,10 +82,20 @@ fn every_deny_reason_gets_its_status_challenge_and_metric() {
     let expiring = stack.guardctl.create_key("demo", "viewer", Some("1s"));
     let other_org = stack.guardctl.create_key("acme", "admin", None);
     stack.guardctl.revoke(&revoked.key_id);
-    wait_until("keys to sync", Duration::from_secs(5), || {
-        stack.mcp(Some(&good.token)).status == 200
+    // Every change synced: four creates and the revoke.
+    wait_until("the revoke to sync", Duration::from_secs(5), || {
+        stack.envoy.stat("mcp_guard.keyset.version") >= 5
     });
-    std::thread::sleep(Duration::from_millis(1_100)); // let the 1s key expire
+    // Then the 1 s key expires: it is refused for being expired, nothing else.
+    wait_until("the 1 s key to expire", Duration::from_secs(5), || {
+        let before = stack.envoy.stat("mcp_guard.requests.denied.expired");
+        Request::get("/not-mcp")
+            .bearer(&expiring.token)
+            .send(stack.envoy.port)
+            .status
+            == 401
+            && stack.envoy.stat("mcp_guard.requests.denied.expired") > before
+    });
 
     let (key_id, secret) = good.token["amt_".len()..].split_once('_').unwrap();
     let wrong_secret = format!("amt_{key_id}_{}", secret.chars().rev().collect::<String>());
@@ -282,10 +289,7 @@ fn a_revoked_key_gets_401_within_a_second() {
     let stack = Stack::start("revoke");
     let mut latencies = Vec::new();
     for _ in 0..5 {
-        let key = stack.guardctl.create_key("demo", "member", None);
-        wait_until("key to sync", Duration::from_secs(5), || {
-            stack.mcp(Some(&key.token)).status == 200
-        });
+        let key = stack.live_key("member");
         let revoked_at = Instant::now();
         stack.guardctl.revoke(&key.key_id);
         stack.wait_until_refused(&key.token);
@@ -305,11 +309,8 @@ fn a_revoked_key_gets_401_within_a_second() {
 #[test]
 fn the_proxy_keeps_its_last_known_set_while_guardctl_is_down_and_after_it_restarts() {
     let mut stack = Stack::start("guardctl-down");
-    let key = stack.guardctl.create_key("demo", "member", None);
-    let doomed = stack.guardctl.create_key("demo", "member", None);
-    wait_until("keys to sync", Duration::from_secs(5), || {
-        stack.mcp(Some(&key.token)).status == 200
-    });
+    let key = stack.live_key("member");
+    let doomed = stack.live_key("member");
 
     stack.guardctl.stop();
     // Once the proxy has seen guardctl fail, it must still serve what it had.
@@ -385,10 +386,8 @@ fn keep_authorization_forwards_the_header_when_configured() {
             r#"{"org": "demo", "keyset_cluster": "guardctl", "keep_authorization": true}"#.into(),
         );
     });
-    let key = stack.guardctl.create_key("demo", "member", None);
-    wait_until("key to sync", Duration::from_secs(5), || {
-        stack.mcp(Some(&key.token)).status == 200
-    });
+    let key = stack.live_key("member");
+    assert_eq!(stack.mcp(Some(&key.token)).status, 200);
     let headers = &stack.upstream.last_request()["headers"];
     assert_eq!(
         headers["authorization"],
@@ -548,14 +547,21 @@ fn assert_identity_replaced(stack: &Stack, key: &IssuedKey, request: Request, wh
         .header("x-amt-key-id", "someone-else")
         .send(stack.envoy.port);
     assert!(response.status < 500, "{what}: {response:?}");
-    assert_eq!(stack.upstream.request_count(), before + 1, "{what}: not forwarded");
+    assert_eq!(
+        stack.upstream.request_count(),
+        before + 1,
+        "{what}: not forwarded"
+    );
     let seen = stack.upstream.last_request();
     let headers = &seen["headers"];
     assert_eq!(headers["x-amt-key-id"], key.key_id.as_str(), "{what}");
     assert_eq!(headers["x-amt-org"], "demo", "{what}");
     assert_eq!(headers["x-amt-role"], "member", "{what}");
     assert!(headers.get("authorization").is_none(), "{what}: {headers}");
-    assert!(!seen.to_string().contains(&key.token), "{what}: the token reached the upstream");
+    assert!(
+        !seen.to_string().contains(&key.token),
+        "{what}: the token reached the upstream"
+    );
 }
 
 #[test]

@@ -25,10 +25,7 @@ fn stack_with_key(test: &str, plugin_config: Option<&str>) -> (Stack, IssuedKey)
     let stack = Stack::start_with(test, |options| {
         options.plugin_config = plugin_config.map(str::to_string);
     });
-    let key = stack.guardctl.create_key("demo", "member", None);
-    wait_until("the key to sync", Duration::from_secs(5), || {
-        stack.mcp(Some(&key.token)).status == 200
-    });
+    let key = stack.live_key("member");
     (stack, key)
 }
 
@@ -345,40 +342,35 @@ fn in_audit_mode_too_a_key_revoked_mid_upload_gets_401() {
 
 /// Sends half of `body`, revokes the key, and expects the 401 with nothing forwarded.
 fn revoke_mid_upload(stack: &Stack, key: &IssuedKey, body: &str) {
-    use std::io::{Read, Write};
     let (first, rest) = body.split_at(body.len() / 2);
     // Counted before a byte is written: a proxy that forwarded the headers early must show.
     let before = stack.upstream.request_count();
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", stack.envoy.port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "POST /api/mcp HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {}\r\n\
-         content-type: application/json\r\naccept: application/json, text/event-stream\r\n\
-         content-length: {}\r\nconnection: close\r\n\r\n{first}",
-        key.token,
-        body.len()
-    )
-    .unwrap();
+    let authorization = format!("Bearer {}", key.token);
+    let length = body.len().to_string();
+    let mut request = raw_request(
+        "POST",
+        "/api/mcp",
+        &[
+            ("authorization", &authorization),
+            ("content-type", "application/json"),
+            ("accept", "application/json, text/event-stream"),
+            ("content-length", &length),
+            ("connection", "close"),
+        ],
+        "",
+    );
+    request.push_str(first);
+    let mut stream = OpenStream::write_raw(stack.envoy.port, request.as_bytes());
 
     stack.guardctl.revoke(&key.key_id);
     // The 401 comes while the upload is stalled: the proxy does not wait for the rest of a
     // request it will refuse.
-    let mut answer = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while !String::from_utf8_lossy(&answer).contains("\r\n\r\n") {
-        let n = stream.read(&mut chunk).unwrap();
-        assert!(n > 0, "closed without an answer");
-        answer.extend_from_slice(&chunk[..n]);
-    }
+    stream.read_head();
     // Whatever the client still sends is discarded.
-    let _ = stream.write_all(rest.as_bytes());
-    let _ = stream.read_to_end(&mut answer);
-    let answer = String::from_utf8_lossy(&answer);
-    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
-    assert!(answer.contains("invalid_token"), "{answer}");
+    let _ = stream.write_more(rest.as_bytes());
+    stream.read_to_end();
+    assert!(stream.head.starts_with("HTTP/1.1 401"), "{}", stream.head);
+    assert!(stream.head.contains("invalid_token"), "{}", stream.head);
     assert_eq!(
         stack.upstream.request_count(),
         before,
@@ -530,8 +522,14 @@ fn a_token_inside_a_blocked_body_never_reaches_a_reply_or_a_log() {
     let bodies = [
         tools_call(61, &format!(r#"{{"config":"{}"}}"#, leaked.token)),
         tools_call(62, &format!(r#"{{"{}":"x"}}"#, leaked.token)),
-        tools_call(63, &format!(r#"{{"payload":"{{\"k\":\"{}\"}}"}}"#, leaked.token)),
-        tools_call(64, &format!(r#"{{"text":"use Bearer {} please"}}"#, leaked.token)),
+        tools_call(
+            63,
+            &format!(r#"{{"payload":"{{\"k\":\"{}\"}}"}}"#, leaked.token),
+        ),
+        tools_call(
+            64,
+            &format!(r#"{{"text":"use Bearer {} please"}}"#, leaked.token),
+        ),
     ];
     for body in &bodies {
         let response = Request::post_json("/api/mcp", body)
@@ -539,7 +537,10 @@ fn a_token_inside_a_blocked_body_never_reaches_a_reply_or_a_log() {
             .header("x-request-id", "e2e-body-token")
             .send(stack.envoy.port);
         assert_blocked(&response, 400, -32602, "amt_token_value");
-        assert!(!response.body.contains(&secret), "the reply echoes it: {response:?}");
+        assert!(
+            !response.body.contains(&secret),
+            "the reply echoes it: {response:?}"
+        );
     }
     assert_eq!(stack.upstream.request_count(), before);
     wait_until("the access log lines", Duration::from_secs(5), || {
@@ -552,6 +553,12 @@ fn a_token_inside_a_blocked_body_never_reaches_a_reply_or_a_log() {
             == bodies.len()
     });
     let log = stack.envoy.process.log_text();
-    assert!(log.contains("rule=amt_token_value"), "the debug line is there");
-    assert!(!log.contains(&secret), "a token from a body reached Envoy's output");
+    assert!(
+        log.contains("rule=amt_token_value"),
+        "the debug line is there"
+    );
+    assert!(
+        !log.contains(&secret),
+        "a token from a body reached Envoy's output"
+    );
 }

@@ -9,7 +9,6 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use mcp_guard_e2e::*;
 use serde::Deserialize;
@@ -554,14 +553,6 @@ fn envoy_filter_extension_configs_validate_in_envoy_1_40() {
     }
 }
 
-fn wait_until_allowed(port: u16, token: &str) {
-    wait_until(
-        "the key to reach the proxy",
-        Duration::from_secs(10),
-        || Request::get("/not-mcp").bearer(token).send(port).status == 404,
-    );
-}
-
 #[test]
 fn istio_plugin_configs_run_in_the_real_filter_audit_forwards_and_enforce_blocks() {
     let dir = scratch_dir("istio-config");
@@ -585,7 +576,7 @@ fn istio_plugin_configs_run_in_the_real_filter_audit_forwards_and_enforce_blocks
         );
         envoy.wait_for_keyset();
         let key = guardctl.create_key(&org, "member", None);
-        wait_until_allowed(envoy.port, &key.token);
+        wait_until_allowed_on(envoy.port, &key.token);
 
         assert_eq!(
             Request::post_json("/api/mcp", INITIALIZE)

@@ -1,94 +1,14 @@
 //! Revocation reaches requests already in flight: idle SSE streams, long tool calls whose answer
 //! has started, and calls whose answer has not. Real Envoy, real guardctl, the rmcp demo server.
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use mcp_guard_e2e::{percentile, wait_until, IssuedKey, Request, Stack, INITIALIZE};
+use mcp_guard_e2e::{
+    percentile, raw_request, wait_until, IssuedKey, OpenStream, Request, Stack, INITIALIZE,
+};
 
 /// The bound for cutting a revoked key's open stream.
 const CUT_WITHIN: Duration = Duration::from_secs(1);
-
-/// A request whose answer is read as it comes, to see when the proxy cuts it.
-struct OpenStream {
-    stream: TcpStream,
-    head: String,
-    body: Vec<u8>,
-}
-
-impl OpenStream {
-    /// Sends `request` (a whole HTTP/1.1 request) and reads up to the end of the response head.
-    fn open(port: u16, request: &str) -> OpenStream {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        stream.write_all(request.as_bytes()).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let mut received = Vec::new();
-        let mut chunk = [0u8; 4096];
-        let split = loop {
-            if let Some(at) = received.windows(4).position(|w| w == b"\r\n\r\n") {
-                break at + 4;
-            }
-            let n = stream.read(&mut chunk).unwrap();
-            assert!(n > 0, "closed before the response head");
-            received.extend_from_slice(&chunk[..n]);
-        };
-        OpenStream {
-            head: String::from_utf8_lossy(&received[..split]).into_owned(),
-            body: received[split..].to_vec(),
-            stream,
-        }
-    }
-
-    /// True while the connection stays open and silent for `quiet` (reading what does arrive).
-    fn stays_open_for(&mut self, quiet: Duration) -> bool {
-        self.closed_within(quiet).is_none()
-    }
-
-    /// How long until the proxy closes (or resets) the connection, if it does within `limit`.
-    fn closed_within(&mut self, limit: Duration) -> Option<Duration> {
-        let start = Instant::now();
-        let mut chunk = [0u8; 4096];
-        self.stream
-            .set_read_timeout(Some(Duration::from_millis(20)))
-            .unwrap();
-        while start.elapsed() < limit {
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return Some(start.elapsed()),
-                Ok(n) => self.body.extend_from_slice(&chunk[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(_) => return Some(start.elapsed()),
-            }
-        }
-        None
-    }
-
-    fn body_text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-fn raw_request(method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> String {
-    let mut text = format!("{method} {path} HTTP/1.1\r\nhost: localhost\r\n");
-    for (name, value) in headers {
-        text.push_str(&format!("{name}: {value}\r\n"));
-    }
-    if !body.is_empty() {
-        text.push_str(&format!("content-length: {}\r\n", body.len()));
-    }
-    text.push_str("\r\n");
-    text.push_str(body);
-    text
-}
-
-/// A new key, once the proxy accepts it.
-fn live_key(stack: &Stack) -> IssuedKey {
-    let key = stack.guardctl.create_key("demo", "member", None);
-    stack.wait_until_allowed(&key.token);
-    key
-}
 
 /// An MCP session through the proxy: initialize, then the initialized notification.
 fn mcp_session(stack: &Stack, key: &IssuedKey) -> String {
@@ -145,12 +65,12 @@ fn idle_sse_streams_are_cut_within_a_second_of_revocation_and_new_requests_get_4
     let mut cut_after = Vec::new();
     let mut refused_after = Vec::new();
     for _ in 0..5 {
-        let key = live_key(&stack);
+        let key = stack.live_key("member");
         let session = mcp_session(&stack, &key);
         let mut sse = open_sse(&stack, &key, &session);
         let mut bystander = {
             // Another key's stream on the same worker must stay up.
-            let other = live_key(&stack);
+            let other = stack.live_key("member");
             let session = mcp_session(&stack, &other);
             open_sse(&stack, &other, &session)
         };
@@ -223,7 +143,7 @@ fn access_log(stack: &Stack) -> Vec<serde_json::Value> {
 #[test]
 fn a_long_tool_call_whose_answer_has_started_is_reset() {
     let stack = Stack::start("inflight-tool-call");
-    let key = live_key(&stack);
+    let key = stack.live_key("member");
     let session = mcp_session(&stack, &key);
     let authorization = format!("Bearer {}", key.token);
     let mut call = OpenStream::open(
@@ -262,7 +182,7 @@ fn a_long_tool_call_whose_answer_has_started_is_reset() {
 #[test]
 fn a_tool_call_whose_answer_has_not_started_gets_401_instead() {
     let stack = Stack::start("inflight-no-answer-yet");
-    let key = live_key(&stack);
+    let key = stack.live_key("member");
     let before = stack.upstream.request_count();
     let started = Instant::now();
     let port = stack.envoy.port;
@@ -315,7 +235,7 @@ fn past_max_staleness_requests_and_streams_fail_closed_until_sync_resumes() {
                 .into(),
         );
     });
-    let key = live_key(&stack);
+    let key = stack.live_key("member");
     let session = mcp_session(&stack, &key);
     let mut sse = open_sse(&stack, &key, &session);
 
