@@ -400,7 +400,7 @@ fn benign_bodies_reach_the_upstream_byte_for_byte() {
 }
 
 #[test]
-fn mcp_headers_are_checked_and_delete_passes_authenticated_without_inspection() {
+fn mcp_headers_must_agree_with_the_body() {
     let (stack, key) = stack_with_key("mcp-headers", None);
     let before = stack.upstream.request_count();
     let clean = tools_call(61, r#"{"text":"hi"}"#);
@@ -429,18 +429,29 @@ fn mcp_headers_are_checked_and_delete_passes_authenticated_without_inspection() 
         .send(stack.envoy.port);
     assert!(!agreeing.body.contains("\"rule\""), "{agreeing:?}");
     assert_eq!(stack.upstream.request_count(), before + 1);
+}
 
+#[test]
+fn delete_passes_authenticated_without_inspection() {
+    let (stack, key) = stack_with_key("delete", None);
+    let before = stack.upstream.request_count();
     // DELETE ends a session: authenticated, never body-inspected, forwarded.
     let mut delete = Request::get("/api/mcp").bearer(&key.token);
     delete.method = "DELETE".into();
     let deleted = delete.send(stack.envoy.port);
     assert!(!deleted.body.contains("\"rule\""), "{deleted:?}");
-    assert_eq!(stack.upstream.request_count(), before + 2);
+    assert_eq!(stack.upstream.request_count(), before + 1);
     assert_eq!(stack.upstream.last_request()["method"], "DELETE");
     let mut anonymous = Request::get("/api/mcp");
     anonymous.method = "DELETE".into();
     assert_eq!(anonymous.send(stack.envoy.port).status, 401);
+    assert_eq!(stack.upstream.request_count(), before + 1);
+}
 
+#[test]
+fn a_body_on_a_method_other_than_post_is_refused() {
+    let (stack, key) = stack_with_key("body-methods", None);
+    let before = stack.upstream.request_count();
     // Only POST carries MCP messages: a body on another method is refused, never forwarded.
     let secret_call = tools_call(60, r#"{"password":"hunter2"}"#);
     for method in ["PUT", "PATCH", "GET", "DELETE"] {
@@ -452,7 +463,7 @@ fn mcp_headers_are_checked_and_delete_passes_authenticated_without_inspection() 
     }
     assert_eq!(
         stack.upstream.request_count(),
-        before + 2,
+        before,
         "a body on another method reached the upstream"
     );
 }
