@@ -144,6 +144,30 @@ fn main() {
         },
         None,
     );
+    // The credential-format scan alone, on 1 KiB of one letter and of prose (whose letters
+    // start formats often).
+    let formats = mcp_guard::mcp::formats::FormatPolicy::default();
+    let plain = "a".repeat(1024);
+    let prose = "the quick brown fox jumps over the lazy dog; she sells sea shells. ".repeat(16)
+        [..1024]
+        .to_string();
+    for (name, text) in [
+        ("format_scan_1k_plain", &plain),
+        ("format_scan_1k_prose", &prose),
+    ] {
+        report(
+            name,
+            || {
+                ns_per_op(|| {
+                    black_box(mcp_guard::mcp::formats::find_format(
+                        black_box(text.as_bytes()),
+                        &formats,
+                    ));
+                })
+            },
+            Some(text.len()),
+        );
+    }
     let stored = VersionedEntry {
         version: 42,
         entry: Entry::Active(record.clone()),

@@ -3,6 +3,8 @@
 
 use serde::Deserialize;
 
+use crate::mcp::formats::{Format, FormatAction, FormatPolicy};
+
 use crate::keyset::store::Keys;
 use crate::mcp::{InspectConfig, NamePolicy};
 
@@ -40,6 +42,17 @@ struct RawConfig {
     deny_argument_names: Vec<String>,
     #[serde(default)]
     allow_argument_names: Vec<String>,
+    /// Credential format rule -> `off`, `audit` or `enforce` (default: every format enforced).
+    #[serde(default)]
+    value_formats: std::collections::BTreeMap<String, FormatSetting>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum FormatSetting {
+    Off,
+    Audit,
+    Enforce,
 }
 
 /// What the body policy does with a request it would block.
@@ -235,9 +248,26 @@ impl TryFrom<RawConfig> for Config {
             .map_err(|_| {
                 invalid("deny_argument_names and allow_argument_names need at least one word each")
             })?;
+        let mut formats = FormatPolicy::default();
+        for (rule, setting) in &raw.value_formats {
+            let format = Format::from_rule(rule).ok_or_else(|| {
+                let known: Vec<&str> = Format::ALL.iter().map(|f| f.rule()).collect();
+                invalid(format!(
+                    "value_formats: unknown format {rule:?} (known: {})",
+                    known.join(", ")
+                ))
+            })?;
+            let action = match setting {
+                FormatSetting::Off => FormatAction::Off,
+                FormatSetting::Audit => FormatAction::Audit,
+                FormatSetting::Enforce => FormatAction::Enforce,
+            };
+            formats.set(format, action);
+        }
         let inspect = InspectConfig {
             max_depth: raw.max_json_depth,
             names,
+            formats,
             ..InspectConfig::default()
         };
         Ok(Config {
@@ -411,6 +441,28 @@ mod tests {
         assert_eq!(org(".armature.app"), None);
         assert_eq!(org("armature.app"), None);
         assert_eq!(org("acme_x.armature.app"), None);
+    }
+
+    #[test]
+    fn value_formats_are_set_per_format_and_unknown_ones_refused() {
+        let config = parse(
+            r#"{"org":"demo","keyset_cluster":"g","value_formats":{"jwt":"off","aws_access_key_id":"audit","github_token":"enforce"}}"#,
+        )
+        .unwrap();
+        let formats = &config.inspect.formats;
+        assert_eq!(formats.action(Format::Jwt), FormatAction::Off);
+        assert_eq!(formats.action(Format::AwsAccessKeyId), FormatAction::Audit);
+        assert_eq!(formats.action(Format::GithubToken), FormatAction::Enforce);
+        assert_eq!(
+            formats.action(Format::PrivateKey),
+            FormatAction::Enforce,
+            "default"
+        );
+        let unknown =
+            parse(r#"{"org":"demo","keyset_cluster":"g","value_formats":{"jwts":"off"}}"#);
+        assert!(unknown.unwrap_err().0.contains("unknown format \"jwts\""));
+        let bad = parse(r#"{"org":"demo","keyset_cluster":"g","value_formats":{"jwt":"block"}}"#);
+        assert!(bad.is_err());
     }
 
     #[test]

@@ -18,7 +18,8 @@ use crate::auth::{DenyReason, Identity};
 use crate::config::{Config, Mode};
 use crate::keyset::state::ServingState;
 use crate::keyset::{lookup_fresh, Freshness, Lookup};
-use crate::mcp::{inspect_request, BodyBuffer, McpHeaders, Outcome, Step, Verdict};
+use crate::mcp::formats::Format;
+use crate::mcp::{inspect_request_noting, BodyBuffer, McpHeaders, Outcome, Step, Verdict};
 use crate::reply;
 use crate::request::{
     body_plan, decide, redactions, spells_identity_header, BodyPlan, EarlyRejection, Redaction,
@@ -232,10 +233,12 @@ impl GuardHttp {
             method: &method,
             name: &name,
         };
-        match inspect_request(body, &headers, &config.inspect) {
+        let mut audited = Vec::new();
+        match inspect_request_noting(body, &headers, &config.inspect, &mut audited) {
             // The key may have been revoked while the body was uploading: check again before
             // anything is forwarded.
             Verdict::Allow => {
+                self.note_audited_formats(&audited, &pending);
                 self.forward_if_key_holds(&pending.key_id, pending.request_id.as_deref())
             }
             Verdict::Reject(rejection) => self.reject_body(
@@ -250,6 +253,30 @@ impl GuardHttp {
                 &pending.key_id,
                 pending.request_id.as_deref(),
             ),
+        }
+    }
+
+    /// Credential formats set to `audit` that an allowed body holds: counted and logged, never
+    /// with the value.
+    fn note_audited_formats(&self, audited: &[Format], pending: &PendingBody) {
+        for format in audited {
+            if let Some(metrics) = &self.metrics {
+                metrics.body_rule(format.rule(), true);
+            }
+            if log_enabled(LogLevel::Info) {
+                log(
+                    LogLevel::Info,
+                    &format!(
+                        "mcp-guard: audit: value format rule={} key_id={} request_id={}",
+                        format.rule(),
+                        pending.key_id,
+                        pending.request_id.as_deref().unwrap_or("-"),
+                    ),
+                );
+            }
+        }
+        if let Some(first) = audited.first() {
+            record_decision("audit", Some(first.rule()));
         }
     }
 

@@ -54,6 +54,7 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
+use super::formats::{find_format_from, Format, FormatAction, FormatPolicy, MIN_FORMAT_LEN};
 use super::json::{self, same_bytes, Document, JsonStr, Kind, ParseOptions, Value};
 use super::names::{NamePolicy, NameScratch};
 use super::text::{contains_amt_token, fold_str_into, json_escape_into, MIN_TOKEN_LEN};
@@ -115,6 +116,8 @@ pub struct InspectConfig {
     /// Levels of JSON-in-a-string parsed strictly (deeper ones get the loose scan).
     pub max_embedded_depth: usize,
     pub names: NamePolicy,
+    /// Credential formats looked for in string values, and what each does.
+    pub formats: FormatPolicy,
 }
 
 impl Default for InspectConfig {
@@ -123,6 +126,7 @@ impl Default for InspectConfig {
             max_depth: json::DEFAULT_MAX_DEPTH,
             max_embedded_depth: DEFAULT_MAX_EMBEDDED_DEPTH,
             names: NamePolicy::default(),
+            formats: FormatPolicy::default(),
         }
     }
 }
@@ -224,6 +228,17 @@ pub fn inspect_body(body: &[u8], config: &InspectConfig) -> Verdict {
 
 /// Inspects a complete request body and the `Mcp-Method` / `Mcp-Name` header values.
 pub fn inspect_request(body: &[u8], headers: &McpHeaders<'_>, config: &InspectConfig) -> Verdict {
+    inspect_request_noting(body, headers, config, &mut Vec::new())
+}
+
+/// [`inspect_request`], also noting in `audited` the formats in audit mode that the body holds
+/// (each once): the body is forwarded for them, and the caller counts and logs them.
+pub fn inspect_request_noting(
+    body: &[u8],
+    headers: &McpHeaders<'_>,
+    config: &InspectConfig,
+    audited: &mut Vec<Format>,
+) -> Verdict {
     let options = ParseOptions {
         max_depth: config.max_depth,
     };
@@ -249,6 +264,7 @@ pub fn inspect_request(body: &[u8], headers: &McpHeaders<'_>, config: &InspectCo
             tool: None,
         }),
     };
+    audited.append(&mut inspector.audited);
     inspector.ws.give_back();
     verdict
 }
@@ -380,6 +396,7 @@ enum Seg {
 enum Leaf {
     Name(String),
     Token,
+    Format(Format),
 }
 
 /// A secret found below some node: the path from that node down, and what was found.
@@ -395,6 +412,8 @@ struct Inspector<'c> {
     config: &'c InspectConfig,
     options: ParseOptions,
     ws: Workspace,
+    /// Formats in audit mode seen in the body (forwarded, counted and logged by the caller).
+    audited: Vec<Format>,
 }
 
 /// Working memory of the inspector, kept from one body to the next (per thread: a proxy-wasm VM
@@ -481,6 +500,7 @@ impl<'c> Inspector<'c> {
             config,
             options,
             ws: Workspace::take(&config.names),
+            audited: Vec::new(),
         }
     }
 
@@ -808,10 +828,53 @@ impl<'c> Inspector<'c> {
                     rule: RULE_AMT_TOKEN.to_string(),
                     tool,
                 },
+                Leaf::Format(format) => Rejection {
+                    kind: RejectKind::SecretValue,
+                    status: HTTP_BAD_REQUEST,
+                    code: INVALID_PARAMS,
+                    id,
+                    message: format!(
+                        "{what} `{path}`{tool_part} holds a credential (rule {}): send \
+                         credentials only in the Authorization header, never{where_}",
+                        format.rule()
+                    ),
+                    path,
+                    rule: format.rule().to_string(),
+                    tool,
+                },
             };
             return Err(Box::new(rejection));
         }
         Ok(())
+    }
+
+    /// The first enforced credential format in a string value (audited ones are noted and the
+    /// scan goes on). Escapes are undone only when the raw text has any.
+    fn credential_format(&mut self, s: JsonStr<'_>) -> Option<Format> {
+        let policy = &self.config.formats;
+        let raw = s.raw();
+        if raw.len() < MIN_FORMAT_LEN || policy.all_off() {
+            return None;
+        }
+        let decoded;
+        let text = if raw.contains('\\') {
+            decoded = s.decode();
+            decoded.as_bytes()
+        } else {
+            raw.as_bytes()
+        };
+        let mut from = 0;
+        while let Some((at, format)) = find_format_from(text, from, policy) {
+            if policy.action(format) == FormatAction::Enforce {
+                return Some(format);
+            }
+            if !self.audited.contains(&format) {
+                self.audited.push(format);
+            }
+            // Audited: an enforced format may still follow.
+            from = at + 1;
+        }
+        None
     }
 
     /// `completion/complete` sends the value a user is typing for `params.argument.name`: when
@@ -871,6 +934,13 @@ impl<'c> Inspector<'c> {
             return Some(Finding {
                 segs: Vec::new(),
                 leaf: Leaf::Token,
+                redact_key: false,
+            });
+        }
+        if let Some(format) = self.credential_format(s) {
+            return Some(Finding {
+                segs: Vec::new(),
+                leaf: Leaf::Format(format),
                 redact_key: false,
             });
         }

@@ -4,11 +4,13 @@
 //! - [`json`]: a strict, non-recursive JSON parser that refuses anything peers could read
 //!   differently (duplicate or case-colliding keys, invisible key characters, BOM, trailing data,
 //!   lone surrogates, out-of-range numbers, too deep nesting).
+//! - [`formats`]: credential formats found in string values (GitHub, AWS, PEM, JWT, ...).
 //! - [`names`]: secret-name matching on whole words after case folding and splitting.
 //! - [`inspect`]: the JSON-RPC / MCP policy and the JSON-RPC error replies.
 //! - [`text`]: case folding, the invisible-character table and the `amt_` token scanner.
 
 pub mod body;
+pub mod formats;
 pub mod inspect;
 pub mod json;
 pub mod names;
@@ -23,7 +25,7 @@ mod tests;
 
 pub use body::{BodyBuffer, Outcome, PushError, Step};
 pub use inspect::{
-    check_param_header, check_param_header_name, inspect_body, inspect_request, InspectConfig,
-    McpHeaders, RejectKind, Rejection, Verdict,
+    check_param_header, check_param_header_name, inspect_body, inspect_request,
+    inspect_request_noting, InspectConfig, McpHeaders, RejectKind, Rejection, Verdict,
 };
 pub use names::NamePolicy;

@@ -1293,3 +1293,90 @@ fn the_reference_lists_are_the_policy_lists() {
     reference.sort_unstable();
     assert_eq!(ours, reference);
 }
+
+/// Every credential format, in a tool argument value, in text, in JSON inside a string two levels
+/// deep, behind JSON escapes and outside arguments: refused with its own rule, value never shown.
+#[test]
+fn credential_formats_in_values_are_refused_with_their_rule() {
+    use super::formats::tests::samples;
+    let config = InspectConfig::default();
+    for (format, sample) in samples() {
+        let escaped: String = sample
+            .chars()
+            .map(|c| match c {
+                '\n' => "\\n".to_string(),
+                'g' | 'A' | '-' => format!("\\u{:04x}", c as u32),
+                c => c.to_string(),
+            })
+            .collect();
+        let plain = sample.replace('\n', "\\n");
+        let inner = format!("{{\\\"k\\\":\\\"{plain}\\\"}}");
+        let bodies = [
+            format!(
+                r#"{{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{{"name":"deploy","arguments":{{"value":"{plain}"}}}}}}"#
+            ),
+            format!(
+                r#"{{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{{"name":"deploy","arguments":{{"text":"use {plain} here"}}}}}}"#
+            ),
+            format!(
+                r#"{{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{{"name":"deploy","arguments":{{"payload":"{{\"outer\":\"{inner}\"}}"}}}}}}"#
+            ),
+            format!(
+                r#"{{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{{"name":"deploy","arguments":{{"content":"{escaped}"}}}}}}"#
+            ),
+            format!(
+                r#"{{"jsonrpc":"2.0","id":8,"method":"prompts/get","params":{{"name":"p","arguments":{{"q":"{plain}"}}}}}}"#
+            ),
+        ];
+        for body in &bodies {
+            match inspect_body(body.as_bytes(), &config) {
+                Verdict::Reject(r) => {
+                    assert_eq!(r.rule, format.rule(), "{body}");
+                    assert_eq!(r.code, INVALID_PARAMS);
+                    assert!(
+                        !r.body().contains(&plain[..plain.len().min(16)]),
+                        "{}",
+                        r.body()
+                    );
+                }
+                Verdict::Allow => panic!("{} not found in {body}", format.rule()),
+            }
+        }
+    }
+}
+
+#[test]
+fn an_audited_format_is_forwarded_and_noted_and_an_off_one_ignored() {
+    use super::formats::tests::samples;
+    use super::formats::{Format, FormatAction};
+    let samples = samples();
+    let sample = |f: Format| samples.iter().find(|(g, _)| *g == f).unwrap().1.clone();
+    let mut config = InspectConfig::default();
+    config.formats.set(Format::Jwt, FormatAction::Audit);
+    config.formats.set(Format::NpmToken, FormatAction::Off);
+    let body = |value: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{{"name":"d","arguments":{{"a":"{value}"}}}}}}"#
+        )
+    };
+    let mut noted = Vec::new();
+    let jwt = body(&sample(Format::Jwt));
+    let verdict =
+        inspect_request_noting(jwt.as_bytes(), &McpHeaders::default(), &config, &mut noted);
+    assert!(verdict.is_allow(), "{verdict:?}");
+    assert_eq!(noted, vec![Format::Jwt]);
+    // An audited format does not hide an enforced one after it in the same string.
+    let both = body(&format!(
+        "{} {}",
+        sample(Format::Jwt),
+        sample(Format::GithubToken)
+    ));
+    let verdict =
+        inspect_request_noting(both.as_bytes(), &McpHeaders::default(), &config, &mut noted);
+    assert_eq!(
+        verdict.rejection().map(|r| r.rule.as_str()),
+        Some("github_token")
+    );
+    let npm = body(&sample(Format::NpmToken));
+    assert!(inspect_body(npm.as_bytes(), &config).is_allow());
+}

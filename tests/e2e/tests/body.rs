@@ -573,3 +573,85 @@ fn a_token_inside_a_blocked_body_never_reaches_a_reply_or_a_log() {
         "a token from a body reached Envoy's output"
     );
 }
+
+/// Credential formats in values, each its own rule: refused in enforce mode, forwarded and
+/// counted for a format set to audit, ignored when off.
+#[test]
+fn credential_formats_in_values_are_refused_audited_or_ignored_per_format() {
+    let (stack, key) = stack_with_key(
+        "value-formats",
+        Some(
+            r#"{"org": "demo", "keyset_cluster": "guardctl", "inspect_path_prefixes": ["/api/mcp"], "value_formats": {"aws_access_key_id": "audit", "npm_token": "off"}}"#,
+        ),
+    );
+    let alnum = |n: usize, seed: usize| -> String {
+        (0..n)
+            .map(|i| {
+                b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789"[(i * 7 + seed) % 57]
+                    as char
+            })
+            .collect()
+    };
+    let github = format!("gh{}_{}", "p", alnum(36, 1));
+    let pem = format!("-----BEGIN RSA PRIVATE {}-----\\nMIIEowIBAAKCAQEA", "KEY");
+    let aws = format!("AK{}{}", "IA", alnum(16, 3).to_uppercase());
+    let npm = format!("np{}_{}", "m", alnum(36, 4));
+    let before = stack.upstream.request_count();
+    for (id, value, rule) in [(71, &github, "github_token"), (72, &pem, "private_key")] {
+        let response = Request::post_json(
+            "/api/mcp",
+            &tools_call(id, &format!(r#"{{"text":"deploy with {value} please"}}"#)),
+        )
+        .bearer(&key.token)
+        .send(stack.envoy.port);
+        let answer = assert_blocked(&response, 400, -32602, rule);
+        assert_eq!(answer["error"]["data"]["path"], "arguments.text");
+        assert!(
+            !response.body.contains(&value[..12]),
+            "the value is echoed: {answer}"
+        );
+        assert_eq!(
+            stack.envoy.stat(&format!("mcp_guard.body.rejected.{rule}")),
+            1
+        );
+    }
+    assert_eq!(
+        stack.upstream.request_count(),
+        before,
+        "a refused body reached the upstream"
+    );
+    for (id, value) in [(73, &aws), (74, &npm)] {
+        let response = Request::post_json(
+            "/api/mcp",
+            &tools_call(id, &format!(r#"{{"value":"{value}"}}"#)),
+        )
+        .bearer(&key.token)
+        .send(stack.envoy.port);
+        assert!(!response.body.contains("\"rule\""), "{response:?}");
+    }
+    assert_eq!(
+        stack.upstream.request_count(),
+        before + 2,
+        "audit and off forward"
+    );
+    assert_eq!(
+        stack.envoy.stat("mcp_guard.body.audit.aws_access_key_id"),
+        1
+    );
+    assert_eq!(
+        stack.envoy.rule_stat("mcp_guard.body.rejected.npm_token"),
+        0
+    );
+    assert_eq!(stack.envoy.rule_stat("mcp_guard.body.audit.npm_token"), 0);
+    let log = stack.envoy.process.log_text();
+    assert!(
+        log.contains("audit: value format rule=aws_access_key_id"),
+        "the info line"
+    );
+    for value in [&github, &aws, &npm] {
+        assert!(
+            !log.contains(value.as_str()),
+            "a credential reached Envoy's output"
+        );
+    }
+}
