@@ -13,8 +13,8 @@
 //! - base64, standard and URL-safe alphabets, padded or not (HTTP Basic and proxy credentials,
 //!   JWT segments, opaque cookies), of every run of base64 characters long enough to hold a
 //!   token, at each of the four alignments; and leniently, as Python's `b64decode`, Node's
-//!   `Buffer.from(s, "base64")` and MIME decoders do, with every other character but `=`
-//!   skipped (`YWdl bnQ6 YW10...`). What base64 decodes to is also percent-decoded once
+//!   `Buffer.from(s, "base64")` and MIME decoders do, with whitespace and dots inside skipped
+//!   (`YWdl bnQ6 YW10...`), when those are all that interrupts the base64. What base64 decodes to is also percent-decoded once
 //!   (RFC 6749 section 2.3.1 credentials are percent-encoded before base64), when its `amt`
 //!   prefix is not itself encoded (form encoding never encodes letters). All of this is applied
 //!   to each percent-decoded form too. Only runs in which `amt` shows through in base64
@@ -46,7 +46,7 @@ pub fn holds_token(value: &str) -> bool {
     if form_holds_token(bytes) {
         return true;
     }
-    if !bytes.contains(&b'%') {
+    if Traits::of(bytes).0 & Traits::PERCENT == 0 {
         return false;
     }
     let mut text: Cow<'_, [u8]> = Cow::Borrowed(bytes);
@@ -62,13 +62,51 @@ pub fn holds_token(value: &str) -> bool {
     false
 }
 
+/// Which kinds of bytes a value holds, from one pass: each decoding is tried only when its
+/// trigger is there (in V8, every extra pass over a value costs about 1 ns a byte).
+#[derive(Clone, Copy)]
+struct Traits(u8);
+
+impl Traits {
+    /// A byte that starts `amt` in base64 (`Y`, `F`, `h`: see [`AMT_IN_BASE64`]).
+    const AMT_START: u8 = 1;
+    /// Whitespace or `.`: what lenient base64 decoders skip.
+    const GAP: u8 = 2;
+    const PERCENT: u8 = 4;
+    const BACKSLASH: u8 = 8;
+
+    fn of(bytes: &[u8]) -> Traits {
+        static CLASS: [u8; 256] = {
+            let mut table = [0u8; 256];
+            table[b'Y' as usize] = Traits::AMT_START;
+            table[b'F' as usize] = Traits::AMT_START;
+            table[b'h' as usize] = Traits::AMT_START;
+            table[b' ' as usize] = Traits::GAP;
+            table[b'\t' as usize] = Traits::GAP;
+            table[b'\n' as usize] = Traits::GAP;
+            table[b'\r' as usize] = Traits::GAP;
+            table[b'.' as usize] = Traits::GAP;
+            table[b'%' as usize] = Traits::PERCENT;
+            table[b'\\' as usize] = Traits::BACKSLASH;
+            table
+        };
+        Traits(bytes.iter().fold(0, |acc, &b| acc | CLASS[usize::from(b)]))
+    }
+
+    fn has(self, flag: u8) -> bool {
+        self.0 & flag != 0
+    }
+}
+
 /// One form of a value: as it is, with backslash escapes undone, and base64 of either.
 fn form_holds_token(bytes: &[u8]) -> bool {
-    if contains_amt_token(bytes) || base64_holds_token(bytes) {
+    let traits = Traits::of(bytes);
+    if contains_amt_token(bytes) || base64_holds_token(bytes, traits) {
         return true;
     }
-    bytes.contains(&b'\\')
-        && unescape(bytes).is_some_and(|u| contains_amt_token(&u) || base64_holds_token(&u))
+    traits.has(Traits::BACKSLASH)
+        && unescape(bytes)
+            .is_some_and(|u| contains_amt_token(&u) || base64_holds_token(&u, Traits::of(&u)))
 }
 
 /// Backslash escapes undone: `\uXXXX` (JSON), `\ooo` (octal), `\c` (any other character
@@ -155,16 +193,31 @@ fn base64_value(b: u8) -> Option<u8> {
 /// base64 in a value: every run of base64 characters, and (when other characters interrupt
 /// them) the value with everything but base64 characters and `=` skipped, as lenient decoders
 /// read it.
-fn base64_holds_token(bytes: &[u8]) -> bool {
-    if bytes.len() < MIN_BASE64_RUN {
+fn base64_holds_token(bytes: &[u8], traits: Traits) -> bool {
+    if bytes.len() < MIN_BASE64_RUN || !traits.has(Traits::AMT_START) {
         return false;
     }
-    if base64_runs_hold_token(bytes) {
+    // Strict runs: `amt` shows through wherever a run holds it.
+    if may_encode_amt(bytes) && base64_runs_hold_token(bytes) {
         return true;
     }
-    let in_alphabet = bytes.iter().filter(|&&b| base64_value(b).is_some()).count();
-    let padding = bytes.iter().filter(|&&b| b == b'=').count();
-    if in_alphabet + padding == bytes.len() || in_alphabet < MIN_BASE64_RUN {
+    // Lenient decoders skip what interrupts the base64 (line breaks, spaces, dots): only when
+    // that is all there is besides base64 and padding.
+    if !traits.has(Traits::GAP) {
+        return false;
+    }
+    let mut in_alphabet = 0;
+    let mut interrupted = false;
+    for &b in bytes {
+        if base64_value(b).is_some() {
+            in_alphabet += 1;
+        } else if b.is_ascii_whitespace() || b == b'.' {
+            interrupted = true;
+        } else if b != b'=' {
+            return false;
+        }
+    }
+    if !interrupted || in_alphabet < MIN_BASE64_RUN {
         return false;
     }
     let compact: Vec<u8> = bytes
@@ -172,7 +225,7 @@ fn base64_holds_token(bytes: &[u8]) -> bool {
         .copied()
         .filter(|&b| b == b'=' || base64_value(b).is_some())
         .collect();
-    base64_runs_hold_token(&compact)
+    may_encode_amt(&compact) && base64_runs_hold_token(&compact)
 }
 
 /// Decodes every run of base64 characters long enough to hold a token, at each alignment, and
@@ -211,9 +264,22 @@ fn base64_runs_hold_token(bytes: &[u8]) -> bool {
 const AMT_IN_BASE64: [&[u8]; 3] = [b"YW10", b"Ftd", b"hbX"];
 
 fn may_encode_amt(run: &[u8]) -> bool {
-    AMT_IN_BASE64
-        .iter()
-        .any(|pattern| run.windows(pattern.len()).any(|w| w == *pattern))
+    // One pass: stop only at the first byte of a pattern.
+    let mut i = 0;
+    while let Some(at) = run
+        .get(i..)
+        .and_then(|tail| tail.iter().position(|b| matches!(b, b'Y' | b'F' | b'h')))
+    {
+        let tail = run.get(i + at..).unwrap_or_default();
+        if AMT_IN_BASE64
+            .iter()
+            .any(|pattern| tail.starts_with(pattern))
+        {
+            return true;
+        }
+        i += at + 1;
+    }
+    false
 }
 
 /// Decodes the base64 characters of `run` (all valid) four by four; a last partial group of

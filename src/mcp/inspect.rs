@@ -54,6 +54,8 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
+use crate::auth::smuggled::holds_token;
+
 use super::formats::{find_format_from, Format, FormatAction, FormatPolicy, MIN_FORMAT_LEN};
 use super::json::{self, same_bytes, Document, JsonStr, Kind, ParseOptions, Value};
 use super::names::{NamePolicy, NameScratch};
@@ -1055,10 +1057,10 @@ fn has_token_slow(s: JsonStr<'_>) -> bool {
     if contains_amt_token(raw.as_bytes()) {
         return true;
     }
-    s.is_escaped() && escapes_token_char(raw) && {
-        let decoded = s.decode();
-        contains_amt_token(decoded.as_bytes())
-    }
+    // Encoded the ways a server might decode a value (percent-encoding in a URL, base64,
+    // backslash escapes): the same decodings as for request headers.
+    // Only `\u` escapes can make token characters, so the raw text serves unless one does.
+    holds_token(raw) || (s.is_escaped() && escapes_token_char(raw) && holds_token(&s.decode()))
 }
 
 /// True when some `\uXXXX` escape in the raw text decodes to an ASCII letter, digit or `_`.

@@ -1380,3 +1380,34 @@ fn an_audited_format_is_forwarded_and_noted_and_an_off_one_ignored() {
     let npm = body(&sample(Format::NpmToken));
     assert!(inspect_body(npm.as_bytes(), &config).is_allow());
 }
+
+/// An `amt_` token encoded the ways a server might decode a value: percent-encoded in a URL,
+/// base64 (a Basic credential, a blob), with its `_` escaped.
+#[test]
+fn encoded_tokens_in_values_are_refused() {
+    use crate::auth::smuggled::tests::base64;
+    let token = tok!();
+    let config = InspectConfig::default();
+    for value in [
+        format!(
+            "https://api.example.com/cb?key={}",
+            token.replace('_', "%5F")
+        ),
+        format!(
+            "Basic {}",
+            base64(format!("user:{token}").as_bytes(), false, true)
+        ),
+        base64(format!("{{\"k\":\"{token}\"}}").as_bytes(), true, false),
+        token.replace('_', "%255F"),
+    ] {
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{{"name":"d","arguments":{{"url":"{value}"}}}}}}"#
+        );
+        let verdict = inspect_body(body.as_bytes(), &config);
+        assert_eq!(
+            verdict.rejection().map(|r| r.rule.as_str()),
+            Some(RULE_AMT_TOKEN),
+            "{value}"
+        );
+    }
+}
