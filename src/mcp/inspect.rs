@@ -850,6 +850,19 @@ impl<'c> Inspector<'c> {
         Ok(())
     }
 
+    /// Name/value lists (`"headers": [{"name": "X-Api-Key", "value": "..."}]`, environment
+    /// lists, key/value settings): an object with a `name` or `key` member whose string is a
+    /// secret's name, and a `value` member, holds that secret in its `value`. Returns the
+    /// `value`'s tape index. Costs one pass over the object's members.
+    fn labelled_value(&mut self, object: Value<'_, '_>) -> Option<(usize, &'c str)> {
+        let [name, key, cap_name, cap_key, value, cap_value] =
+            object.members(["name", "key", "Name", "Key", "value", "Value"]);
+        let value = value.or(cap_value)?;
+        let label = name.or(key).or(cap_name).or(cap_key)?.as_str()?;
+        let rule = self.check_name(&label.decode())?;
+        Some((value.index(), rule))
+    }
+
     /// The first enforced credential format in a string value (audited ones are noted and the
     /// scan goes on). Escapes are undone only when the raw text has any.
     fn credential_format(&mut self, s: JsonStr<'_>) -> Option<Format> {
@@ -898,6 +911,22 @@ impl<'c> Inspector<'c> {
     ) -> Option<(usize, Finding)> {
         for idx in range {
             let Some((key_hash, s)) = doc.string_node(idx) else {
+                // An object the client wrote may be a name/value pair.
+                let labelled = doc
+                    .value_at(idx)
+                    .filter(|v| v.kind() == Kind::Object)
+                    .filter(|_| names.iter().any(|r| r.contains(&idx)))
+                    .and_then(|object| self.labelled_value(object));
+                if let Some((value, rule)) = labelled {
+                    return Some((
+                        value,
+                        Finding {
+                            segs: Vec::new(),
+                            leaf: Leaf::Name(rule.to_string()),
+                            redact_key: false,
+                        },
+                    ));
+                }
                 continue;
             };
             let in_names = names.iter().any(|r| r.contains(&idx));

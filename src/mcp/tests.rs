@@ -102,6 +102,13 @@ static CASES: &[Case] = &[
     case("same key in sibling objects", call!(r#"{"a":{"id":1},"b":{"id":2},"c":[{"id":1},{"id":2}]}"#), Allow),
     case("numbers at the edge", call!(r#"{"a":9.99e307,"b":-0,"c":1e-400,"d":123456789012345678901234567890}"#), Allow),
     case("value chars fine in values", call!(r#"{"a":"\u0000\u200b\ufeff\u202e"}"#), Allow),
+    // ---- Name/value lists: a secret's name as the label makes its `value` a secret ----
+    case("name/value header list", call!(r#"{"headers":[{"name":"Accept","value":"json"},{"name":"X-Api-Key","value":"k"}]}"#), Reject(S, "api_key", Some("arguments.headers[1].value"))),
+    case("key/value settings", call!(r#"{"settings":[{"key":"db_password","value":"x"}]}"#), Reject(S, "password", Some("arguments.settings[0].value"))),
+    case("AWS-style Name/Value", call!(r#"{"Environment":[{"Name":"GITHUB_TOKEN","Value":"x"}]}"#), Reject(S, "token", Some("arguments.Environment[0].Value"))),
+    case("env list in JSON in a string", call!(r#"{"spec":"{\"env\":[{\"name\":\"CLIENT_SECRET\",\"value\":\"x\"}]}"}"#), Reject(S, "client_secret", Some("arguments.spec(json).env[0].value"))),
+    case("benign name/value pairs", call!(r#"{"headers":[{"name":"Accept","value":"json"}],"tags":[{"key":"team","value":"infra"}],"name":"password_policy","value":1}"#), Allow),
+    case("a secret label without a value", call!(r#"{"fields":[{"name":"password","type":"string"}]}"#), Allow),
     // ---- Client data outside tools/call arguments (MCP 2026-07-28): same name rules ----
     case("prompts/get arguments", r#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"p","arguments":{"password":"x"}}}"#, Reject(S, "password", Some("params.arguments.password"))),
     case("prompts/get clean arguments", r#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"p","arguments":{"topic":"x","max_tokens":"5"}}}"#, Allow),
