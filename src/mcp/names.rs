@@ -14,10 +14,17 @@
 //! - characters that render as nothing are dropped without splitting (controls, format characters
 //!   such as zero-width spaces and bidi controls, combining marks U+0300–U+036F and similar,
 //!   variation selectors): `pass\u200bword` → password, `pa\u0301ssword` → password;
-//! - fullwidth ASCII (U+FF01–U+FF5E) is read as ASCII: `ｐａｓｓｗｏｒｄ` → password.
+//! - fullwidth ASCII (U+FF01–U+FF5E) and the mathematical alphanumerics (U+1D400–U+1D7FF: bold,
+//!   italic, script, fraktur, double-struck, sans-serif, monospace) are read as ASCII, as NFKC
+//!   would: `ｐａｓｓｗｏｒｄ`, `𝐩𝐚𝐬𝐬𝐰𝐨𝐫𝐝` → password;
+//! - combining marks of every common script (Latin, Cyrillic, Hebrew, Arabic, Thai, kana voicing)
+//!   are dropped, including those case folding itself produces (`İ` folds to `i` + U+0307):
+//!   `AUTHORİZATİON` → authorization;
+//! - letters of Cyrillic and Greek that look like Latin ones are read as those (the Latin part
+//!   of a UTS #39 skeleton): `pаssword` with a Cyrillic `а`, `tοken` with a Greek `ο`.
 //!
-//! Homoglyphs from other scripts (Cyrillic `а` in `pаssword`) and precomposed accented letters
-//! are not normalised.
+//! Precomposed accented letters keep their accents (`pässword` is not `password`): no
+//! decomposition table is carried.
 //!
 //! # Matching
 //!
@@ -511,10 +518,91 @@ fn is_ignorable(c: char) -> bool {
     let cp = u32::from(c);
     super::text::is_forbidden_key_char(c)
         || (0x0300..=0x036F).contains(&cp)
+        || (0x0483..=0x0489).contains(&cp) // Cyrillic combining
+        || (0x0591..=0x05C7).contains(&cp) && !(0x05D0..=0x05EA).contains(&cp) // Hebrew points
+        || (0x0610..=0x061A).contains(&cp) // Arabic
+        || (0x064B..=0x065F).contains(&cp)
+        || cp == 0x0670
+        || (0x06D6..=0x06ED).contains(&cp) && !(0x06E5..=0x06E6).contains(&cp)
+        || cp == 0x0E31 // Thai
+        || (0x0E34..=0x0E3A).contains(&cp)
+        || (0x0E47..=0x0E4E).contains(&cp)
         || (0x1AB0..=0x1AFF).contains(&cp)
         || (0x1DC0..=0x1DFF).contains(&cp)
         || (0x20D0..=0x20FF).contains(&cp)
+        || (0x3099..=0x309A).contains(&cp) // kana voicing
         || (0xFE20..=0xFE2F).contains(&cp)
+}
+
+/// The ASCII letter or digit a compatibility or look-alike character stands for: fullwidth
+/// forms, mathematical alphanumerics, and Cyrillic and Greek letters shaped like Latin ones.
+fn as_ascii(c: char) -> Option<char> {
+    let cp = u32::from(c);
+    if (0xFF01..=0xFF5E).contains(&cp) {
+        return char::from_u32(cp - 0xFF01 + 0x21);
+    }
+    if (0x1D400..=0x1D6A3).contains(&cp) {
+        // 13 alphabets of 52 letters, A-Z then a-z (the holes are unassigned code points).
+        let i = (cp - 0x1D400) % 52;
+        return char::from_u32(if i < 26 { 0x41 + i } else { 0x61 + i - 26 });
+    }
+    if (0x1D7CE..=0x1D7FF).contains(&cp) {
+        return char::from_u32(0x30 + (cp - 0x1D7CE) % 10);
+    }
+    let latin = match c {
+        'а' => 'a',
+        'е' => 'e',
+        'о' => 'o',
+        'р' => 'p',
+        'с' => 'c',
+        'у' => 'y',
+        'х' => 'x',
+        'і' => 'i',
+        'ј' => 'j',
+        'ѕ' => 's',
+        'ԁ' => 'd',
+        'ԛ' => 'q',
+        'ԝ' => 'w',
+        'һ' => 'h',
+        'ӏ' => 'l',
+        'ɡ' => 'g',
+        'А' => 'A',
+        'В' => 'B',
+        'Е' => 'E',
+        'К' => 'K',
+        'М' => 'M',
+        'Н' => 'H',
+        'О' => 'O',
+        'Р' => 'P',
+        'С' => 'C',
+        'Т' => 'T',
+        'Х' => 'X',
+        'І' => 'I',
+        'Ј' => 'J',
+        'Ѕ' => 'S',
+        'ο' => 'o',
+        'α' => 'a',
+        'ν' => 'v',
+        'ρ' => 'p',
+        'ι' => 'i',
+        'κ' => 'k',
+        'Α' => 'A',
+        'Β' => 'B',
+        'Ε' => 'E',
+        'Ζ' => 'Z',
+        'Η' => 'H',
+        'Ι' => 'I',
+        'Κ' => 'K',
+        'Μ' => 'M',
+        'Ν' => 'N',
+        'Ο' => 'O',
+        'Ρ' => 'P',
+        'Τ' => 'T',
+        'Υ' => 'Y',
+        'Χ' => 'X',
+        _ => return None,
+    };
+    Some(latin)
 }
 
 /// Word-boundary state while splitting one name.
@@ -643,10 +731,8 @@ fn split_into(name: &str, scratch: &mut NameScratch) {
             c
         } else if is_ignorable(c) {
             continue;
-        } else if ('\u{FF01}'..='\u{FF5E}').contains(&c) {
-            char::from_u32(u32::from(c) - 0xFF01 + 0x21).unwrap_or(c)
         } else {
-            c
+            as_ascii(c).unwrap_or(c)
         };
         if !c.is_alphanumeric() {
             splitter.separator(folded.len(), words);
@@ -667,7 +753,12 @@ fn split_into(name: &str, scratch: &mut NameScratch) {
         } else {
             tmp.clear();
             fold_into(c, &mut tmp);
-            folded.extend_from_slice(tmp.as_bytes());
+            // Folding can produce marks of its own (`İ` → `i` + U+0307): dropped like the rest.
+            for f in tmp.chars().filter(|f| !is_ignorable(*f)) {
+                let f = as_ascii(f).unwrap_or(f);
+                let mut buf = [0u8; 4];
+                folded.extend_from_slice(f.encode_utf8(&mut buf).as_bytes());
+            }
         }
     }
     splitter.finish(folded.len(), words);
@@ -711,6 +802,36 @@ mod tests {
         ];
         for (name, words) in cases {
             assert_eq!(split_words(name), *words, "{name:?}");
+        }
+    }
+
+    #[test]
+    fn unicode_that_renders_as_a_secret_name_is_read_as_it() {
+        let policy = NamePolicy::default();
+        let bold: String = "password"
+            .chars()
+            .map(|c| char::from_u32(0x1D41A + (c as u32 - 'a' as u32)).unwrap())
+            .collect();
+        let monospace_upper: String = "TOKEN"
+            .chars()
+            .map(|c| char::from_u32(0x1D670 + (c as u32 - 'A' as u32)).unwrap())
+            .collect();
+        for (name, rule) in [
+            (bold.as_str(), "password"),
+            (monospace_upper.as_str(), "token"),
+            ("ｐａｓｓｗｏｒｄ", "password"),
+            ("p\u{0430}ssword", "password"),           // Cyrillic а
+            ("t\u{03BF}ken", "token"),                 // Greek ο
+            ("\u{0421}LIENT_SECRET", "client_secret"), // Cyrillic С
+            ("AUTHOR\u{0130}ZAT\u{0130}ON", "authorization"), // folding adds U+0307
+            ("pass\u{05B9}word", "password"),          // a Hebrew point inside
+            ("api\u{0651}_key", "api_key"),            // an Arabic shadda inside
+        ] {
+            assert_eq!(policy.check(name).map(|m| m.rule), Some(rule), "{name:?}");
+        }
+        for benign in ["пароль_hint", "токен_count", "αριθμός", "日本語", "café"]
+        {
+            assert_eq!(policy.check(benign), None, "{benign}");
         }
     }
 

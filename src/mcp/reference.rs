@@ -102,7 +102,7 @@ pub const ALLOW: &[&str] = &[
 pub fn reference_denies(key: &str) -> Option<String> {
     let deny: Vec<String> = DENY.iter().map(|p| p.replace(' ', "")).collect();
     let allow: Vec<String> = ALLOW.iter().map(|p| p.replace(' ', "")).collect();
-    let chars: Vec<char> = key.chars().collect();
+    let chars: Vec<char> = key.chars().map(as_latin).collect();
     // Runs (word spans as char index ranges) of one splitting.
     let words_of = |camel: bool| -> Vec<(usize, usize)> {
         let mut words = Vec::new();
@@ -166,4 +166,25 @@ pub fn reference_denies(key: &str) -> Option<String> {
         .into_iter()
         .find(|(a, b, _)| !allow_spans.iter().any(|(x, y)| x <= a && y >= b))
         .map(|(_, _, run)| run)
+}
+
+/// README's reading of look-alike and compatibility characters, written out again: Cyrillic and
+/// Greek letters shaped like Latin ones, fullwidth forms, mathematical alphanumerics.
+fn as_latin(c: char) -> char {
+    const FROM: &str = "аеорсухіјѕԁԛԝһӏɡАВЕКМНОРСТХІЈЅοανρικΑΒΕΖΗΙΚΜΝΟΡΤΥΧ";
+    const TO: &str = "aeopcyxijsdqwhlgABEKMHOPCTXIJSoavpikABEZHIKMNOPTYX";
+    if let Some(i) = FROM.chars().position(|f| f == c) {
+        return TO.chars().nth(i).unwrap_or(c);
+    }
+    let cp = c as u32;
+    let mapped = match cp {
+        0xFF01..=0xFF5E => cp - 0xFEE0,
+        0x1D400..=0x1D6A3 => match (cp - 0x1D400) % 52 {
+            i @ 0..=25 => u32::from(b'A') + i,
+            i => u32::from(b'a') + i - 26,
+        },
+        0x1D7CE..=0x1D7FF => u32::from(b'0') + (cp - 0x1D7CE) % 10,
+        _ => cp,
+    };
+    char::from_u32(mapped).unwrap_or(c)
 }
