@@ -13,8 +13,8 @@
 //! - base64, standard and URL-safe alphabets, padded or not (HTTP Basic and proxy credentials,
 //!   JWT segments, opaque cookies), of every run of base64 characters long enough to hold a
 //!   token, at each of the four alignments; and leniently, as Python's `b64decode`, Node's
-//!   `Buffer.from(s, "base64")` and MIME decoders do, with whitespace and dots inside skipped
-//!   (`YWdl bnQ6 YW10...`), when those are all that interrupts the base64. What base64 decodes to is also percent-decoded once
+//!   `Buffer.from(s, "base64")` and MIME decoders do, with every character but base64 and `=`
+//!   skipped (`YWdl bnQ6 YW10...`). What base64 decodes to is also percent-decoded once
 //!   (RFC 6749 section 2.3.1 credentials are percent-encoded before base64), when its `amt`
 //!   prefix is not itself encoded (form encoding never encodes letters). All of this is applied
 //!   to each percent-decoded form too. Only runs in which `amt` shows through in base64
@@ -70,8 +70,6 @@ struct Traits(u8);
 impl Traits {
     /// A byte that starts `amt` in base64 (`Y`, `F`, `h`: see [`AMT_IN_BASE64`]).
     const AMT_START: u8 = 1;
-    /// Whitespace or `.`: what lenient base64 decoders skip.
-    const GAP: u8 = 2;
     const PERCENT: u8 = 4;
     const BACKSLASH: u8 = 8;
 
@@ -81,11 +79,6 @@ impl Traits {
             table[b'Y' as usize] = Traits::AMT_START;
             table[b'F' as usize] = Traits::AMT_START;
             table[b'h' as usize] = Traits::AMT_START;
-            table[b' ' as usize] = Traits::GAP;
-            table[b'\t' as usize] = Traits::GAP;
-            table[b'\n' as usize] = Traits::GAP;
-            table[b'\r' as usize] = Traits::GAP;
-            table[b'.' as usize] = Traits::GAP;
             table[b'%' as usize] = Traits::PERCENT;
             table[b'\\' as usize] = Traits::BACKSLASH;
             table
@@ -201,23 +194,9 @@ fn base64_holds_token(bytes: &[u8], traits: Traits) -> bool {
     if may_encode_amt(bytes) && base64_runs_hold_token(bytes) {
         return true;
     }
-    // Lenient decoders skip what interrupts the base64 (line breaks, spaces, dots): only when
-    // that is all there is besides base64 and padding.
-    if !traits.has(Traits::GAP) {
-        return false;
-    }
-    let mut in_alphabet = 0;
-    let mut interrupted = false;
-    for &b in bytes {
-        if base64_value(b).is_some() {
-            in_alphabet += 1;
-        } else if b.is_ascii_whitespace() || b == b'.' {
-            interrupted = true;
-        } else if b != b'=' {
-            return false;
-        }
-    }
-    if !interrupted || in_alphabet < MIN_BASE64_RUN {
+    // Lenient decoders skip whatever is not base64 (line breaks, spaces, dots, commas, ...):
+    // decode that compacted text, when `amt` shows through it.
+    if !lenient_may_encode_amt(bytes) {
         return false;
     }
     let compact: Vec<u8> = bytes
@@ -225,7 +204,34 @@ fn base64_holds_token(bytes: &[u8], traits: Traits) -> bool {
         .copied()
         .filter(|&b| b == b'=' || base64_value(b).is_some())
         .collect();
-    may_encode_amt(&compact) && base64_runs_hold_token(&compact)
+    base64_runs_hold_token(&compact)
+}
+
+/// [`may_encode_amt`] of `bytes` with every character that is neither base64 nor `=` skipped,
+/// without building that text: a rolling window over the base64 characters (`=` ends a run).
+fn lenient_may_encode_amt(bytes: &[u8]) -> bool {
+    let mut window: u32 = 0;
+    let mut filled = 0;
+    for &b in bytes {
+        if b == b'=' {
+            filled = 0;
+            continue;
+        }
+        if base64_value(b).is_none() {
+            continue;
+        }
+        window = (window << 8) | u32::from(b);
+        filled += 1;
+        let last3 = window & 0x00FF_FFFF;
+        if (filled >= 4 && window == u32::from_be_bytes(*b"YW10"))
+            || (filled >= 3
+                && (last3 == u32::from_be_bytes(*b"\0Ftd")
+                    || last3 == u32::from_be_bytes(*b"\0hbX")))
+        {
+            return true;
+        }
+    }
+    false
 }
 
 /// Decodes every run of base64 characters long enough to hold a token, at each alignment, and
@@ -409,6 +415,8 @@ pub(crate) mod tests {
             spaced(&base64(basic.as_bytes(), false, true), " "),
             spaced(&base64(basic.as_bytes(), false, true), "\t"),
             spaced(&base64(basic.as_bytes(), false, true), "."),
+            spaced(&base64(basic.as_bytes(), false, true), "!"),
+            spaced(&base64(basic.as_bytes(), false, true), ", "),
             // base64 of a percent-encoded token (RFC 6749 client credentials).
             base64(
                 format!("client:{}", TOKEN.replace('_', "%5F")).as_bytes(),

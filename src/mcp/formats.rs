@@ -134,8 +134,9 @@ pub const MIN_FORMAT_LEN: usize = 20;
 /// The first two bytes of every format, as a bit set over byte pairs (8 KiB): the scan stops only
 /// where a format can start, which in prose or base64 is rare.
 static STARTS: [u64; 1024] = {
-    let pairs: [&[u8; 2]; 13] = [
-        b"gh", b"gi", b"gl", b"xo", b"ho", b"sk", b"rk", b"AK", b"AS", b"AI", b"np", b"--", b"ey",
+    let pairs: [&[u8; 2]; 15] = [
+        b"gh", b"gi", b"gl", b"xo", b"xa", b"ho", b"sk", b"rk", b"AK", b"AS", b"AI", b"np", b"--",
+        b"ey", b"ew",
     ];
     let mut table = [0u64; 1024];
     let mut i = 0;
@@ -152,6 +153,13 @@ fn may_start(first: u8, second: u8) -> bool {
     STARTS
         .get(pair >> 6)
         .is_some_and(|word| word & (1 << (pair & 63)) != 0)
+}
+
+/// A key body, not a word or a slug: the run holds a digit and an upper-case letter (random
+/// 20+ character keys do; `rotation-policy-docs` does not).
+fn random_looking(s: &[u8], class: fn(u8) -> bool) -> bool {
+    let body = s.get(..run(s, class, usize::MAX)).unwrap_or_default();
+    body.iter().any(u8::is_ascii_digit) && body.iter().any(u8::is_ascii_uppercase)
 }
 
 fn is_alnum(b: u8) -> bool {
@@ -196,11 +204,14 @@ pub fn find_format_from(s: &[u8], from: usize, policy: &FormatPolicy) -> Option<
             .position(|w| matches!(w, [a, b] if may_start(*a, *b)))?;
         i += skip;
         let b = s.get(i).copied().unwrap_or(0);
-        // A format starts a word: not in the middle of an identifier or a base64 run.
-        let bounded = i == 0
-            || s.get(i - 1)
-                .is_some_and(|&p| !(p.is_ascii_alphanumeric() || p == b'+' || p == b'/'));
-        if bounded || b == b'h' {
+        // The word-start rule first: it keeps the scan linear (a JWT header is read once per
+        // run, not once per `eyJ` inside it).
+        let kind = match b {
+            b'A' => Some(Format::AwsAccessKeyId),
+            b'e' => Some(Format::Jwt),
+            _ => None,
+        };
+        if kind.is_none_or(|f| starts_a_word(s, i, f)) {
             if let Some(format) = format_at(s.get(i..).unwrap_or_default(), b) {
                 if policy.action(format) != FormatAction::Off {
                     return Some((i, format));
@@ -212,6 +223,34 @@ pub fn find_format_from(s: &[u8], from: usize, policy: &FormatPolicy) -> Option<
     None
 }
 
+/// Formats whose prefix has a `_` or `-` (or is a URL) cannot be the middle of a standard base64
+/// run or an ordinary word, so they count wherever they start (`keyghp_...`, after `/` in a URL,
+/// after `+` or `%20`). The others (`AKIA`, `AIza`, JWTs) must start a word: not right after a
+/// letter or digit, unless that is the end of a `%XX` escape.
+fn starts_a_word(s: &[u8], at: usize, format: Format) -> bool {
+    if !matches!(
+        format,
+        Format::AwsAccessKeyId | Format::GoogleApiKey | Format::Jwt
+    ) {
+        return true;
+    }
+    let before = |n: usize| at.checked_sub(n).and_then(|i| s.get(i)).copied();
+    match before(1) {
+        None => true,
+        Some(p)
+            if !p.is_ascii_alphanumeric() && p != b'_' && p != b'-'
+                || format != Format::Jwt && !p.is_ascii_alphanumeric() =>
+        {
+            true
+        }
+        Some(p) => {
+            before(3) == Some(b'%')
+                && p.is_ascii_hexdigit()
+                && before(2).is_some_and(|h| h.is_ascii_hexdigit())
+        }
+    }
+}
+
 /// The format starting at `s[0]` (which is `first`), if any.
 fn format_at(s: &[u8], first: u8) -> Option<Format> {
     let rest = |n: usize| s.get(n..).unwrap_or_default();
@@ -221,7 +260,7 @@ fn format_at(s: &[u8], first: u8) -> Option<Format> {
             if s.get(1) == Some(&b'h')
                 && s.get(3) == Some(&b'_')
                 && matches!(s.get(2), Some(b'p' | b'o' | b'u' | b's' | b'r'))
-                && exactly(rest(4), is_alnum, 36)
+                && (36..=251).contains(&run(rest(4), is_alnum, 252))
             {
                 return Some(Format::GithubToken);
             }
@@ -233,21 +272,35 @@ fn format_at(s: &[u8], first: u8) -> Option<Format> {
                 return Some(Format::GithubPat);
             }
             let gitlab = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.');
-            (has(b"glpat-") && at_least(rest(6), gitlab, 20)).then_some(Format::GitlabToken)
+            (has(b"glpat-") && at_least(rest(6), gitlab, 20) && random_looking(rest(6), gitlab))
+                .then_some(Format::GitlabToken)
         }
         b'x' => {
+            let prefixed = (has(b"xox")
+                && matches!(
+                    s.get(3),
+                    Some(b'a' | b'b' | b'p' | b'r' | b's' | b'e' | b'c' | b'd')
+                )
+                && s.get(4) == Some(&b'-'))
+                || has(b"xapp-");
+            if !prefixed {
+                return None;
+            }
             let slack = |b: u8| b.is_ascii_alphanumeric() || b == b'-';
             let body = rest(5);
             let len = run(body, slack, 256);
-            (has(b"xox")
-                && matches!(s.get(3), Some(b'a' | b'b' | b'p' | b'r' | b's' | b'e'))
-                && s.get(4) == Some(&b'-')
-                && len >= 10
-                && body.iter().take(len).any(u8::is_ascii_digit))
-            .then_some(Format::SlackToken)
+            (len >= 10 && body.iter().take(len).any(u8::is_ascii_digit))
+                .then_some(Format::SlackToken)
         }
         b'h' => {
-            let path = s.strip_prefix(b"hooks.slack.com/services/".as_slice())?;
+            let after = s.strip_prefix(b"hooks.slack.com/".as_slice())?;
+            if after.starts_with(b"workflows/") || after.starts_with(b"triggers/") {
+                let id = after.iter().position(|&b| b == b'/').map_or(0, |p| p + 1);
+                let body = after.get(id..).unwrap_or_default();
+                let len = run(body, |b| b.is_ascii_alphanumeric() || b == b'/', 256);
+                return (len >= 20).then_some(Format::SlackWebhook);
+            }
+            let path = after.strip_prefix(b"services/".as_slice())?;
             let upper = |b: u8| b.is_ascii_uppercase() || b.is_ascii_digit();
             let team = run(path.get(1..).unwrap_or_default(), upper, 32);
             let after_team = path.get(1 + team..).unwrap_or_default();
@@ -272,16 +325,24 @@ fn format_at(s: &[u8], first: u8) -> Option<Format> {
             if let Some(after) = s.strip_prefix(b"sk-ant-".as_slice()) {
                 let kind = after
                     .strip_prefix(b"api".as_slice())
-                    .or_else(|| after.strip_prefix(b"admin".as_slice()))?;
+                    .or_else(|| after.strip_prefix(b"admin".as_slice()))
+                    .or_else(|| after.strip_prefix(b"oat".as_slice()))?;
                 let ok = kind.first().is_some_and(u8::is_ascii_digit)
                     && kind.get(1).is_some_and(u8::is_ascii_digit)
                     && kind.get(2) == Some(&b'-')
-                    && at_least(kind.get(3..).unwrap_or_default(), is_url_b64, 80);
+                    && at_least(kind.get(3..).unwrap_or_default(), is_url_b64, 80)
+                    && random_looking(kind.get(3..).unwrap_or_default(), is_url_b64);
                 return ok.then_some(Format::AnthropicKey);
             }
-            for prefix in [b"sk-proj-".as_slice(), b"sk-svcacct-", b"sk-admin-"] {
+            for prefix in [
+                b"sk-proj-".as_slice(),
+                b"sk-svcacct-",
+                b"sk-admin-",
+                b"sk-None-",
+            ] {
                 if let Some(after) = s.strip_prefix(prefix) {
-                    return at_least(after, is_url_b64, 40).then_some(Format::OpenaiKey);
+                    return (at_least(after, is_url_b64, 40) && random_looking(after, is_url_b64))
+                        .then_some(Format::OpenaiKey);
                 }
             }
             // The legacy form: `T3BlbkFJ` is base64 of "OpenAI", at a fixed place.
@@ -293,9 +354,10 @@ fn format_at(s: &[u8], first: u8) -> Option<Format> {
         b'A' => {
             let upper = |b: u8| b.is_ascii_uppercase() || b.is_ascii_digit();
             if (has(b"AKIA") || has(b"ASIA")) && exactly(rest(4), upper, 16) {
-                // Not followed by more word characters of another case either.
+                // Not followed by more word characters of another case either; AWS's own
+                // documentation examples end in EXAMPLE.
                 let next = s.get(20).copied().unwrap_or(b' ');
-                if !next.is_ascii_alphanumeric() {
+                if !next.is_ascii_alphanumeric() && s.get(13..20) != Some(b"EXAMPLE".as_slice()) {
                     return Some(Format::AwsAccessKeyId);
                 }
             }
@@ -319,25 +381,39 @@ fn format_at(s: &[u8], first: u8) -> Option<Format> {
             let after = after.strip_prefix(b" BLOCK".as_slice()).unwrap_or(after);
             after.starts_with(b"-----").then_some(Format::PrivateKey)
         }
-        b'e' => jwt_at(s).then_some(Format::Jwt),
+        b'e' => {
+            // One look per base64url run: a JWT starts its run (see `starts_a_word`), so a run
+            // of `-eyJ-eyJ...` is not re-scanned from each of its starts.
+            jwt_at(s).then_some(Format::Jwt)
+        }
         _ => None,
     }
 }
 
-/// `eyJ...` `.` `eyJ...` `.` signature, whose header decodes to a JSON object naming `alg`.
+/// A JWS (`header.payload.signature`) or JWE (`header.key.iv.ciphertext.tag`, the key empty
+/// for `alg: dir`) whose header decodes to a JSON object naming `alg`: headers written compactly
+/// (`eyJ`) or with whitespace (`ew`, `ey`).
 fn jwt_at(s: &[u8]) -> bool {
-    let header = run(s, is_url_b64, 4096);
-    if header < 13 || !s.starts_with(b"eyJ") || s.get(header) != Some(&b'.') {
-        return false;
-    }
-    let payload = s.get(header + 1..).unwrap_or_default();
-    let payload_len = run(payload, is_url_b64, 1 << 20);
-    if payload_len < 13 || !payload.starts_with(b"eyJ") || payload.get(payload_len) != Some(&b'.') {
+    let header = run(s, is_url_b64, usize::MAX);
+    if header < 13
+        || !(s.starts_with(b"ey") || s.starts_with(b"ew"))
+        || s.get(header) != Some(&b'.')
+    {
         return false;
     }
     let mut decoded = Vec::with_capacity(header * 3 / 4 + 3);
     decode_url_b64(s.get(..header).unwrap_or_default(), &mut decoded);
-    decoded.windows(5).any(|w| w == b"\"alg\"")
+    let object = decoded.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    if !object || !decoded.windows(5).any(|w| w == b"\"alg\"") {
+        return false;
+    }
+    let second = s.get(header + 1..).unwrap_or_default();
+    let second_len = run(second, is_url_b64, usize::MAX);
+    if second.get(second_len) != Some(&b'.') {
+        return false;
+    }
+    // JWS: a JSON payload. JWE: the header says `enc`, and the encrypted key may be empty.
+    (second_len >= 13 && second.starts_with(b"ey")) || decoded.windows(5).any(|w| w == b"\"enc\"")
 }
 
 fn decode_url_b64(text: &[u8], out: &mut Vec<u8>) {
@@ -519,12 +595,106 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn formats_are_found_where_they_leak_in_practice() {
+        let policy = FormatPolicy::default();
+        let ghp = format!("gh{}_{}", "p", chars(ALNUM, 36, 50));
+        let aws = format!("AK{}{}", "IA", chars(UPPER, 16, 51));
+        let jwt = samples()
+            .into_iter()
+            .find(|(f, _)| *f == Format::Jwt)
+            .unwrap()
+            .1;
+        let b64 = |text: &str| -> String {
+            let mut out = String::new();
+            for chunk in text.as_bytes().chunks(3) {
+                let mut acc = 0u32;
+                for (i, &b) in chunk.iter().enumerate() {
+                    acc |= u32::from(b) << (16 - 8 * i);
+                }
+                for i in 0..=chunk.len() {
+                    out.push(URL_B64[((acc >> (18 - 6 * i)) & 63) as usize] as char);
+                }
+            }
+            out
+        };
+        let jwe = format!(
+            "{}..{}.{}.{}",
+            b64(r#"{"alg":"dir","enc":"A256GCM"}"#),
+            chars(URL_B64, 16, 52),
+            chars(URL_B64, 40, 53),
+            chars(URL_B64, 22, 54)
+        );
+        let cases = [
+            (
+                format!("https://{ghp}@github.com/o/r.git"),
+                Format::GithubToken,
+            ),
+            (format!("keyghp{}", &ghp[3..]), Format::GithubToken),
+            (format!("Bearer+{ghp}"), Format::GithubToken),
+            (format!("q=my%20token%20{ghp}"), Format::GithubToken),
+            (
+                format!("gh{}_{}", "p", chars(ALNUM, 40, 55)),
+                Format::GithubToken,
+            ),
+            (format!("s3://{aws}:x@bucket"), Format::AwsAccessKeyId),
+            (format!("q=key%3D{aws}"), Format::AwsAccessKeyId),
+            (format!("https://x.example/cb/{jwt}"), Format::Jwt),
+            (jwe, Format::Jwt),
+            (
+                format!(
+                    "xa{}-1-A0{}-{}",
+                    "pp",
+                    chars(UPPER, 9, 56),
+                    chars(ALNUM, 30, 57)
+                ),
+                Format::SlackToken,
+            ),
+            (
+                format!("xox{}-{}", "c", chars(ALNUM, 40, 58).to_lowercase() + "1"),
+                Format::SlackToken,
+            ),
+            (
+                format!(
+                    "https://hooks.slack.com/workflows/T0/A0/{}",
+                    chars(ALNUM, 30, 59)
+                ),
+                Format::SlackWebhook,
+            ),
+            (
+                format!("sk-{}-oat01-{}", "ant", chars(URL_B64, 95, 60) + "A1"),
+                Format::AnthropicKey,
+            ),
+        ];
+        for (text, format) in cases {
+            assert_eq!(
+                find_format(text.as_bytes(), &policy),
+                Some(format),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn repeated_starts_are_each_looked_at_once() {
+        // Linear: a string made only of format starts (JWT headers that never end well).
+        let policy = FormatPolicy::default();
+        for unit in ["-eyJ", "eyJ-", "--", "sk-", "-xo", "ghp_"] {
+            let text = unit.repeat(1 << 18);
+            assert_eq!(find_format(text.as_bytes(), &policy), None, "{unit}");
+        }
+    }
+
+    #[test]
     fn near_misses_are_not_formats() {
         let policy = FormatPolicy::default();
         let cases = [
             format!("ghp_{}", chars(ALNUM, 35, 30)),
-            format!("ghp_{}", chars(ALNUM, 37, 31)),
-            format!("xghp_{}", chars(ALNUM, 36, 32)),
+            format!("ghp_{}-", chars(ALNUM, 20, 31)),
+            format!("sk-admin-{}", "user-management-dashboard-settings-panel-x"),
+            format!("sk-proj-{}", "frontend-monorepo-shared-components-library"),
+            "glpat-rotation-policy-v2.docs-and-more".to_string(),
+            "xoxp-holiday-party-announcement".to_string(),
+            format!("AKIA{}EXAMPLE", "IOSFODNN7"),
             format!("AKIA{}", chars(UPPER, 15, 33)),
             format!("AKIA{}x", chars(UPPER, 16, 34)),
             format!("{}AKIA{}", chars(UPPER, 8, 35), chars(UPPER, 16, 36)),

@@ -961,12 +961,13 @@ impl<'c> Inspector<'c> {
     }
 
     fn string_value(&mut self, s: JsonStr<'_>, in_names: bool, level: usize) -> Option<Finding> {
-        if has_token(s) {
-            return Some(Finding {
-                segs: Vec::new(),
-                leaf: Leaf::Token,
-                redact_key: false,
-            });
+        let token = Finding {
+            segs: Vec::new(),
+            leaf: Leaf::Token,
+            redact_key: false,
+        };
+        if has_plain_token(s) {
+            return Some(token);
         }
         if let Some(format) = self.credential_format(s) {
             return Some(Finding {
@@ -976,7 +977,7 @@ impl<'c> Inspector<'c> {
             });
         }
         if !may_hold_json(s.raw()) {
-            return None;
+            return has_encoded_token(s).then_some(token);
         }
         // Decode into this level's reusable buffer (taken out while the text is inspected).
         let mut text = self
@@ -993,7 +994,8 @@ impl<'c> Inspector<'c> {
         if let Some(slot) = self.ws.decoded.get_mut(level) {
             *slot = text;
         }
-        finding
+        // Encoded forms last: JSON inside the string, inspected above, names a precise path.
+        finding.or_else(|| has_encoded_token(s).then_some(token))
     }
 
     /// Inspects the decoded text of a string that may hold JSON.
@@ -1077,45 +1079,24 @@ impl<'c> Inspector<'c> {
 /// token characters (`[A-Za-z0-9_]`), so the string is decoded only when one does.
 #[inline]
 fn has_token(s: JsonStr<'_>) -> bool {
+    has_plain_token(s) || has_encoded_token(s)
+}
+
+/// A token as written, or behind JSON's own `\u` escapes.
+fn has_plain_token(s: JsonStr<'_>) -> bool {
     // Decoding never lengthens a string: shorter raw text cannot hold a token.
-    s.raw().len() >= MIN_TOKEN_LEN && has_token_slow(s)
-}
-
-fn has_token_slow(s: JsonStr<'_>) -> bool {
     let raw = s.raw();
-    if contains_amt_token(raw.as_bytes()) {
-        return true;
-    }
-    // Encoded the ways a server might decode a value (percent-encoding in a URL, base64,
-    // backslash escapes): the same decodings as for request headers.
-    // Only `\u` escapes can make token characters, so the raw text serves unless one does.
-    holds_token(raw) || (s.is_escaped() && escapes_token_char(raw) && holds_token(&s.decode()))
+    raw.len() >= MIN_TOKEN_LEN
+        && (contains_amt_token(raw.as_bytes())
+            || (s.is_escaped() && contains_amt_token(s.decode().as_bytes())))
 }
 
-/// True when some `\uXXXX` escape in the raw text decodes to an ASCII letter, digit or `_`.
-fn escapes_token_char(raw: &str) -> bool {
-    let b = raw.as_bytes();
-    let mut i = 0;
-    while let Some(at) = b
-        .get(i..)
-        .and_then(|rest| rest.iter().position(|&c| c == b'\\'))
-    {
-        let at = i + at;
-        if b.get(at + 1) == Some(&b'u') {
-            let unit = b
-                .get(at + 2..at + 6)
-                .and_then(|h| core::str::from_utf8(h).ok())
-                .and_then(|h| u32::from_str_radix(h, 16).ok());
-            if unit
-                .and_then(char::from_u32)
-                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-            {
-                return true;
-            }
-        }
-        i = at + 2;
-    }
-    false
+/// A token encoded the ways a server might decode a value (percent-encoding in a URL, base64,
+/// backslash escapes): the decodings of request headers, on the text as the server reads it
+/// (escapes can break base64 into lines, `\n`, or make token characters, `\u005f`).
+fn has_encoded_token(s: JsonStr<'_>) -> bool {
+    let raw = s.raw();
+    raw.len() >= MIN_TOKEN_LEN && (holds_token(raw) || (s.is_escaped() && holds_token(&s.decode())))
 }
 
 /// Cheap test on the raw (escaped) text: after JSON whitespace, written or escaped, does it start

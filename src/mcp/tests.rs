@@ -1406,6 +1406,15 @@ fn encoded_tokens_in_values_are_refused() {
         ),
         base64(format!("{{\"k\":\"{token}\"}}").as_bytes(), true, false),
         token.replace('_', "%255F"),
+        // base64 broken into lines by a JSON encoder, and a second layer of escapes.
+        base64(format!("user:{token}").as_bytes(), false, true)
+            .as_bytes()
+            .chunks(16)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect::<Vec<_>>()
+            .join("\\n"),
+        token.replace('_', "\\\\u005f"),
+        token.replace('_', "\\\\137"),
     ] {
         let body = format!(
             r#"{{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{{"name":"d","arguments":{{"url":"{value}"}}}}}}"#

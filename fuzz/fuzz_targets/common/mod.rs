@@ -172,21 +172,18 @@ fn ref_unescape(b: &[u8]) -> Vec<u8> {
 }
 
 /// A header value a server could decode to a token: as sent, percent-decoded up to three times;
-/// each of those with backslash escapes undone; and base64 of all of these, strict and (when
-/// only whitespace and dots interrupt it) with those skipped.
+/// each of those with backslash escapes undone; and base64 of all of these, strict and with
+/// every character that is neither base64 nor `=` skipped.
 pub fn ref_holds_token(v: &str) -> bool {
     let mut text = v.as_bytes().to_vec();
     for round in 0..=3 {
         for form in [text.clone(), ref_unescape(&text)] {
             let base64_char = |c: &u8| c.is_ascii_alphanumeric() || b"+/-_=".contains(c);
-            // Lenient decoders skip whitespace and dots, when that is all that interrupts.
-            let only_gaps = form
-                .iter()
-                .all(|c| base64_char(c) || c.is_ascii_whitespace() || *c == b'.');
+            // Lenient decoders skip everything that is not base64 or `=`.
             let lenient: Vec<u8> = form.iter().copied().filter(base64_char).collect();
             if ref_contains_token(&String::from_utf8_lossy(&form))
                 || ref_base64_holds_token(&form)
-                || (only_gaps && ref_base64_holds_token(&lenient))
+                || ref_base64_holds_token(&lenient)
             {
                 return true;
             }
