@@ -6,19 +6,19 @@
 //!
 //! | rule | shape |
 //! |---|---|
-//! | `github_token` | `ghp_`, `gho_`, `ghu_`, `ghs_`, `ghr_` + 36 `[A-Za-z0-9]` |
+//! | `github_token` | `ghp_`, `gho_`, `ghu_`, `ghs_`, `ghr_` + 36 to 251 `[A-Za-z0-9]` |
 //! | `github_pat` | `github_pat_` + 22 `[A-Za-z0-9]` + `_` + 59 `[A-Za-z0-9]` |
-//! | `gitlab_token` | `glpat-` + at least 20 `[A-Za-z0-9_.-]` |
-//! | `slack_token` | `xoxa-`, `xoxb-`, `xoxp-`, `xoxr-`, `xoxs-`, `xoxe-` + at least 10 `[A-Za-z0-9-]` holding a digit |
-//! | `slack_webhook` | `hooks.slack.com/services/` + `T…/B…/` + at least 20 `[A-Za-z0-9]` |
+//! | `gitlab_token` | `glpat-` + at least 20 `[A-Za-z0-9_.-]` with a digit and a capital |
+//! | `slack_token` | `xoxa-` `xoxb-` `xoxc-` `xoxd-` `xoxe-` `xoxp-` `xoxr-` `xoxs-` `xapp-` + at least 10 `[A-Za-z0-9-]` holding a digit |
+//! | `slack_webhook` | `hooks.slack.com/services/` + `T…/B…/` + at least 20 `[A-Za-z0-9]`; `hooks.slack.com/workflows/…`, `/triggers/…` |
 //! | `stripe_key` | `sk_live_`, `rk_live_` + at least 24 `[A-Za-z0-9]` |
 //! | `aws_access_key_id` | `AKIA`, `ASIA` + 16 `[A-Z0-9]` |
 //! | `google_api_key` | `AIza` + 35 `[A-Za-z0-9_-]` |
-//! | `openai_key` | `sk-proj-`, `sk-svcacct-`, `sk-admin-` + at least 40 `[A-Za-z0-9_-]`; or `sk-` + 20 `[A-Za-z0-9]` + `T3BlbkFJ` + 20 `[A-Za-z0-9]` |
-//! | `anthropic_key` | `sk-ant-` + `api` or `admin` + 2 digits + `-` + at least 80 `[A-Za-z0-9_-]` |
+//! | `openai_key` | `sk-proj-`, `sk-svcacct-`, `sk-admin-`, `sk-None-` + at least 40 `[A-Za-z0-9_-]` with a digit and a capital; or `sk-` + 20 `[A-Za-z0-9]` + `T3BlbkFJ` + 20 `[A-Za-z0-9]` |
+//! | `anthropic_key` | `sk-ant-` + `api`, `admin` or `oat` + 2 digits + `-` + at least 80 `[A-Za-z0-9_-]` with a digit and a capital |
 //! | `npm_token` | `npm_` + 36 `[A-Za-z0-9]` |
 //! | `private_key` | `-----BEGIN ` + optional `RSA `/`EC `/`DSA `/`OPENSSH `/`ENCRYPTED `/`PGP ` + `PRIVATE KEY` (+ ` BLOCK`) + `-----` |
-//! | `jwt` | `eyJ` + at least 10 `[A-Za-z0-9_-]` + `.` + `eyJ` + at least 10 + `.` + signature `[A-Za-z0-9_-]*`, the header decoding to JSON with `"alg"` |
+//! | `jwt` | a JWS (`ey…` `.` `ey…` `.` signature) or JWE (the second part may be empty when the header names `enc`), the header decoding to a JSON object with `"alg"` |
 
 /// A credential format, each its own rule (metric, reply) and setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
