@@ -18,7 +18,7 @@
 //!   (RFC 6749 section 2.3.1 credentials are percent-encoded before base64), when its `amt`
 //!   prefix is not itself encoded (form encoding never encodes letters). All of this is applied
 //!   to each percent-decoded form too. Only runs in which `amt` shows through in base64
-//!   ([`AMT_IN_BASE64`]) are decoded, which keeps the scan of ordinary headers cheap.
+//!   (`AMT_IN_BASE64`) are decoded, which keeps the scan of ordinary headers cheap.
 //!
 //! Not decoded: hex, HTML entities, `%uXXXX`, compression, base64 of base64. A server that
 //! applies those to a header value could still be handed a token; none of the common ones does.
