@@ -449,7 +449,10 @@ impl NamePolicy {
                     continue;
                 };
                 let span = j + 1 - i;
-                if best.is_some_and(|(len, _)| span <= len) || self.allowed(folded, words, i, j) {
+                if best.is_some_and(|(len, _)| span <= len)
+                    || self.allowed(folded, words, i, j)
+                    || role_makes_it_benign(folded, words, i, j)
+                {
                     continue;
                 }
                 best = Some((span, found));
@@ -490,6 +493,138 @@ impl NamePolicy {
         }
         false
     }
+}
+
+/// Words that, as the last word of a name after a secret's words, make the name a reference to a
+/// secret or a setting about it, not the secret: `credential_name`, `token_id`, `secret_arn`,
+/// `auth_mode`, `password_field`, `api_key_file_path`, `client_secret_provider`.
+const QUALIFIERS: &[&str] = &[
+    "id",
+    "ids",
+    "identifier",
+    "name",
+    "names",
+    "arn",
+    "arns",
+    "type",
+    "types",
+    "kind",
+    "mode",
+    "field",
+    "fields",
+    "selector",
+    "strategy",
+    "provider",
+    "providers",
+    "vendor",
+    "path",
+    "file",
+    "filename",
+    "url",
+    "uri",
+    "endpoint",
+    "ref",
+    "reference",
+    "label",
+    "format",
+    "policy",
+    "length",
+    "expiry",
+    "expiration",
+    "ttl",
+    "count",
+    "status",
+    "scope",
+    "scopes",
+    "location",
+    "source",
+    "version",
+    "hint",
+    "description",
+    "manager",
+    "rotation",
+    "env",
+    "variable",
+    "vault",
+    "store",
+    "template",
+    "pattern",
+    "rule",
+    "rules",
+    "schema",
+    "enabled",
+    "required",
+];
+
+/// Words that, as the first word of a name before a secret's words, make it a flag or an
+/// instruction about the secret: `hide_password`, `with_credentials`, `require_auth_token`.
+const FLAGS: &[&str] = &[
+    "hide", "show", "mask", "masked", "redact", "with", "require", "requires", "use", "enable",
+    "disable", "is", "has", "allow", "include", "exclude", "skip", "ignore", "no", "should",
+    "supports", "verify", "validate", "check", "needs",
+];
+
+/// `token` that is not a credential: pagination and idempotency tokens (`next_token`,
+/// `starting_token`, `client_request_token`), and crypto-asset tokens (`token_address`).
+const TOKEN_BEFORE: &[&str] = &[
+    "next",
+    "start",
+    "starting",
+    "continue",
+    "continuation",
+    "page",
+    "pagination",
+    "client",
+    "request",
+    "idempotency",
+    "sync",
+    "resume",
+    "marker",
+    "offset",
+    "last",
+    "previous",
+    "prev",
+];
+const TOKEN_AFTER: &[&str] = &[
+    "address",
+    "addresses",
+    "symbol",
+    "amount",
+    "mint",
+    "contract",
+    "decimals",
+    "balance",
+    "supply",
+    "price",
+    "usage",
+    "limit",
+    "budget",
+    "standard",
+    "holder",
+    "holders",
+    "transfer",
+    "transfers",
+];
+
+/// True when the words around a deny match (words `i..=j`) make the name benign: see
+/// [`QUALIFIERS`], [`FLAGS`], [`TOKEN_BEFORE`], [`TOKEN_AFTER`].
+fn role_makes_it_benign(folded: &[u8], words: &[(usize, usize)], i: usize, j: usize) -> bool {
+    let word = |k: usize| {
+        words
+            .get(k)
+            .and_then(|&(a, b)| folded.get(a..b))
+            .unwrap_or_default()
+    };
+    let is_in = |list: &[&str], k: usize| list.iter().any(|w| w.as_bytes() == word(k));
+    let last = words.len().saturating_sub(1);
+    if last > j && is_in(QUALIFIERS, last) {
+        return true;
+    }
+    if i > 0 && is_in(FLAGS, 0) {
+        return true;
+    }
+    let matched_token = i == j && word(i) == b"token";
+    matched_token && ((i > 0 && is_in(TOKEN_BEFORE, i - 1)) || is_in(TOKEN_AFTER, j + 1))
 }
 
 /// Splits a name into folded words (for tests, configuration and diagnostics).
@@ -882,9 +1017,52 @@ mod tests {
             assert_eq!(p.check(name), None, "{name}");
         }
         for (name, rule) in [
-            ("client_secret_name", "client_secret"),
-            ("api_key_id", "api_key"),
-            ("token_secret_name", "token"),
+            ("client_secret_name_value", "client_secret"),
+            ("api_key_id_raw", "api_key"),
+            ("token_secret_name_data", "token"),
+        ] {
+            assert_eq!(p.check(name).map(|m| m.rule), Some(rule), "{name}");
+        }
+    }
+
+    /// The word roles README states: a qualifier last, a flag first, `token`'s neighbours.
+    #[test]
+    fn word_roles_make_references_flags_and_other_tokens_benign() {
+        let p = NamePolicy::default();
+        for name in [
+            "credential_name",
+            "token_id",
+            "secret_arn",
+            "auth_mode",
+            "authentication_type",
+            "password_field",
+            "apiKeySelector",
+            "auth_strategy",
+            "credential_provider",
+            "secret_vault_id",
+            "private_key_file_path",
+            "hide_password",
+            "with_credentials",
+            "require_user_password",
+            "starting_token",
+            "continue_token",
+            "NextToken",
+            "client_token",
+            "clientRequestToken",
+            "token_address",
+            "tokenSymbol",
+        ] {
+            assert_eq!(p.check(name), None, "{name}");
+        }
+        for (name, rule) in [
+            ("password", "password"),
+            ("new_password", "password"),
+            ("api_key_value", "api_key"),
+            ("github_token", "token"),
+            ("token", "token"),
+            ("auth_header", "auth"),
+            ("access_token_secret", "access_token"),
+            ("refresh_token", "refresh_token"),
         ] {
             assert_eq!(p.check(name).map(|m| m.rule), Some(rule), "{name}");
         }
@@ -916,7 +1094,7 @@ mod tests {
         let p = NamePolicy::default();
         let mut scratch = NameScratch::default();
         assert!(p
-            .check_with("a_very_long_password_name", &mut scratch)
+            .check_with("a_very_long_password_value", &mut scratch)
             .is_some());
         let cap = scratch.folded.capacity();
         assert!(p.check_with("query", &mut scratch).is_none());

@@ -147,13 +147,31 @@ pub fn reference_denies(key: &str) -> Option<String> {
     };
     let mut deny_spans = Vec::new();
     let mut allow_spans = Vec::new();
+    // Word roles are read on the finer (camelCase) splitting, whose boundaries include the
+    // other's.
+    let fine = words_of(true);
+    let fine_word = |k: usize| fine.get(k).map(|&(a, b)| text(a, b)).unwrap_or_default();
+    let benign = |a: usize, b: usize, run: &str| -> bool {
+        let (Some(i), Some(j)) = (
+            fine.iter().position(|w| w.0 == a),
+            fine.iter().position(|w| w.1 == b),
+        ) else {
+            return false;
+        };
+        let last = fine.len() - 1;
+        (last > j && QUALIFIERS.contains(&fine_word(last).as_str()))
+            || (i > 0 && FLAGS.contains(&fine_word(0).as_str()))
+            || (run == "token"
+                && ((i > 0 && TOKEN_BEFORE.contains(&fine_word(i - 1).as_str()))
+                    || TOKEN_AFTER.contains(&fine_word(j + 1).as_str())))
+    };
     for camel in [true, false] {
         let words = words_of(camel);
         for i in 0..words.len() {
             for j in i..words.len() {
                 let (a, b) = (words[i].0, words[j].1);
                 let run = text(a, b);
-                if deny.contains(&run) {
+                if deny.contains(&run) && !benign(a, b, &run) {
                     deny_spans.push((a, b, run.clone()));
                 }
                 if allow.contains(&run) {
@@ -167,6 +185,109 @@ pub fn reference_denies(key: &str) -> Option<String> {
         .find(|(a, b, _)| !allow_spans.iter().any(|(x, y)| x <= a && y >= b))
         .map(|(_, _, run)| run)
 }
+
+/// README's word roles, written out again.
+const QUALIFIERS: &[&str] = &[
+    "id",
+    "ids",
+    "identifier",
+    "name",
+    "names",
+    "arn",
+    "arns",
+    "type",
+    "types",
+    "kind",
+    "mode",
+    "field",
+    "fields",
+    "selector",
+    "strategy",
+    "provider",
+    "providers",
+    "vendor",
+    "path",
+    "file",
+    "filename",
+    "url",
+    "uri",
+    "endpoint",
+    "ref",
+    "reference",
+    "label",
+    "format",
+    "policy",
+    "length",
+    "expiry",
+    "expiration",
+    "ttl",
+    "count",
+    "status",
+    "scope",
+    "scopes",
+    "location",
+    "source",
+    "version",
+    "hint",
+    "description",
+    "manager",
+    "rotation",
+    "env",
+    "variable",
+    "vault",
+    "store",
+    "template",
+    "pattern",
+    "rule",
+    "rules",
+    "schema",
+    "enabled",
+    "required",
+];
+const FLAGS: &[&str] = &[
+    "hide", "show", "mask", "masked", "redact", "with", "require", "requires", "use", "enable",
+    "disable", "is", "has", "allow", "include", "exclude", "skip", "ignore", "no", "should",
+    "supports", "verify", "validate", "check", "needs",
+];
+const TOKEN_BEFORE: &[&str] = &[
+    "next",
+    "start",
+    "starting",
+    "continue",
+    "continuation",
+    "page",
+    "pagination",
+    "client",
+    "request",
+    "idempotency",
+    "sync",
+    "resume",
+    "marker",
+    "offset",
+    "last",
+    "previous",
+    "prev",
+];
+const TOKEN_AFTER: &[&str] = &[
+    "address",
+    "addresses",
+    "symbol",
+    "amount",
+    "mint",
+    "contract",
+    "decimals",
+    "balance",
+    "supply",
+    "price",
+    "usage",
+    "limit",
+    "budget",
+    "standard",
+    "holder",
+    "holders",
+    "transfer",
+    "transfers",
+];
 
 /// README's reading of look-alike and compatibility characters, written out again: Cyrillic and
 /// Greek letters shaped like Latin ones, fullwidth forms, mathematical alphanumerics.

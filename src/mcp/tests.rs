@@ -697,14 +697,14 @@ fn threat_model_name_table() {
 #[test]
 fn extensible_policy() {
     let config = InspectConfig {
-        names: NamePolicy::with_extra(["github token", "sk"], ["auth type"]).unwrap(),
+        names: NamePolicy::with_extra(["github token", "sk"], ["auth header"]).unwrap(),
         ..InspectConfig::default()
     };
     let v = inspect_body(call!(r#"{"githubtoken":1}"#).as_bytes(), &config);
     assert_eq!(v.rejection().map(|r| r.rule.as_str()), Some("github_token"));
-    assert!(inspect_body(call!(r#"{"auth_type":"basic"}"#).as_bytes(), &config).is_allow());
+    assert!(inspect_body(call!(r#"{"auth_header":"basic"}"#).as_bytes(), &config).is_allow());
     assert!(!inspect_body(
-        call!(r#"{"auth_type":"basic"}"#).as_bytes(),
+        call!(r#"{"auth_header":"basic"}"#).as_bytes(),
         &InspectConfig::default()
     )
     .is_allow());
