@@ -297,6 +297,8 @@ impl PhraseSet {
 pub struct NamePolicy {
     deny: PhraseSet,
     allow: PhraseSet,
+    /// Words a run-together lower-case word is split into (see [`split_run_together`]).
+    vocabulary: std::collections::BTreeSet<Vec<u8>>,
     /// Unique per build (clones keep it: they judge every name alike), see [`Self::id`].
     id: u64,
 }
@@ -332,11 +334,15 @@ impl NameScratch {
 }
 
 impl Default for NamePolicy {
+    /// Built once per thread and cloned (clones judge alike and share the id).
     fn default() -> Self {
-        Self::build(
-            DEFAULT_DENY.iter().map(|&(p, r)| (p, r)),
-            DEFAULT_ALLOW.iter().copied(),
-        )
+        thread_local! {
+            static DEFAULT: NamePolicy = NamePolicy::build(
+                DEFAULT_DENY.iter().map(|&(p, r)| (p, r)),
+                DEFAULT_ALLOW.iter().copied(),
+            );
+        }
+        DEFAULT.with(Clone::clone)
     }
 }
 
@@ -379,9 +385,18 @@ impl NamePolicy {
         deny: impl Iterator<Item = (&'s str, &'s str)>,
         allow: impl Iterator<Item = &'s str>,
     ) -> Self {
+        let mut vocabulary: std::collections::BTreeSet<Vec<u8>> = VOCABULARY
+            .iter()
+            .chain(QUALIFIERS)
+            .chain(FLAGS)
+            .chain(TOKEN_BEFORE)
+            .chain(TOKEN_AFTER)
+            .map(|w| w.as_bytes().to_vec())
+            .collect();
         let deny = deny
             .map(|(phrase, rule)| {
                 let words = split_words(phrase);
+                vocabulary.extend(words.iter().map(|w| w.as_bytes().to_vec()));
                 let rule = if rule.is_empty() {
                     words.join("_")
                 } else {
@@ -390,12 +405,27 @@ impl NamePolicy {
                 (words.concat(), rule)
             })
             .collect();
-        let allow = allow
-            .map(|phrase| (split_words(phrase).concat(), String::new()))
+        let allow: Vec<(String, String)> = allow
+            .map(|phrase| {
+                let words = split_words(phrase);
+                vocabulary.extend(words.iter().map(|w| w.as_bytes().to_vec()));
+                (words.concat(), String::new())
+            })
             .collect();
+        // A compound that splits into other vocabulary words (`apikey`, `sessionid`) would make
+        // every name holding it ambiguous: it is matched through its parts instead.
+        let compounds: Vec<Vec<u8>> = vocabulary
+            .iter()
+            .filter(|w| unique_splitting(w, &vocabulary, Some(w.as_slice())).is_some())
+            .cloned()
+            .collect();
+        for compound in compounds {
+            vocabulary.remove(&compound);
+        }
         NamePolicy {
             deny: PhraseSet::new(deny),
             allow: PhraseSet::new(allow),
+            vocabulary,
             id: NEXT_POLICY_ID.fetch_add(1, Ordering::Relaxed),
         }
     }
@@ -426,6 +456,7 @@ impl NamePolicy {
     /// [`Self::rule`]).
     pub fn check_index_with(&self, name: &str, scratch: &mut NameScratch) -> Option<usize> {
         split_into(name, scratch);
+        split_run_together(&self.vocabulary, scratch);
         let folded = scratch.folded.as_slice();
         let words = scratch.words.as_slice();
         let mut best: Option<(usize, usize)> = None;
@@ -493,6 +524,142 @@ impl NamePolicy {
         }
         false
     }
+}
+
+/// Identifier words besides those of the phrases and roles, for splitting run-together names
+/// (`userpassword`, `githubtoken`, `dbpass` is not one: `pass` is no word here).
+const VOCABULARY: &[&str] = &[
+    "user",
+    "username",
+    "github",
+    "gitlab",
+    "slack",
+    "stripe",
+    "aws",
+    "azure",
+    "gcp",
+    "google",
+    "openai",
+    "db",
+    "database",
+    "admin",
+    "root",
+    "service",
+    "app",
+    "bot",
+    "webhook",
+    "value",
+    "new",
+    "old",
+    "current",
+    "my",
+    "default",
+    "master",
+    "login",
+    "account",
+    "email",
+    "host",
+    "encryption",
+    "signing",
+    "ssh",
+    "jwt",
+    "basic",
+    "data",
+    "config",
+    "personal",
+    "x",
+    "mcp",
+    "param",
+    "header",
+    "custom",
+    "npm",
+    "docker",
+    "registry",
+    "repo",
+    "deploy",
+    "bearer",
+];
+
+/// The shortest run-together word that is split.
+const MIN_RUN_TOGETHER: usize = 6;
+
+/// Splits each word that is a run of lower-case ASCII letters, not itself a word of the
+/// vocabulary, into vocabulary words when exactly one such splitting exists: `userpassword` →
+/// user password, `githubtoken` → github token, `apikeyvalue` → api key value (header names
+/// arrive lower-cased: `mcp-param-userpassword`). Ambiguous or partial splittings leave the word
+/// as it is (`passenger`, `keyboard`).
+fn split_run_together(vocabulary: &std::collections::BTreeSet<Vec<u8>>, scratch: &mut NameScratch) {
+    let folded = &scratch.folded;
+    let needs = scratch.words.iter().any(|&(a, b)| {
+        b - a >= MIN_RUN_TOGETHER
+            && folded
+                .get(a..b)
+                .is_some_and(|w| w.iter().all(u8::is_ascii_lowercase) && !vocabulary.contains(w))
+    });
+    if !needs {
+        return;
+    }
+    let mut words = Vec::with_capacity(scratch.words.len() + 4);
+    for &(a, b) in &scratch.words {
+        let word = folded.get(a..b).unwrap_or_default();
+        let candidate = word.len() >= MIN_RUN_TOGETHER
+            && word.len() <= 64
+            && word.iter().all(u8::is_ascii_lowercase)
+            && !vocabulary.contains(word);
+        match candidate
+            .then(|| unique_splitting(word, vocabulary, None))
+            .flatten()
+        {
+            Some(cuts) => {
+                let mut start = a;
+                for cut in cuts {
+                    words.push((start, a + cut));
+                    start = a + cut;
+                }
+            }
+            None => words.push((a, b)),
+        }
+    }
+    scratch.words = words;
+}
+
+/// The end offsets of the one splitting of `word` into vocabulary words of two letters or
+/// more, if there is exactly one.
+fn unique_splitting(
+    word: &[u8],
+    vocabulary: &std::collections::BTreeSet<Vec<u8>>,
+    exclude: Option<&[u8]>,
+) -> Option<Vec<usize>> {
+    let n = word.len();
+    // ways[i]: number of splittings of word[..i] (capped at 2), with the last cut of one.
+    let mut ways = vec![0u8; n + 1];
+    let mut last_cut = vec![0usize; n + 1];
+    ways[0] = 1;
+    for end in 1..=n {
+        for start in 0..end {
+            let piece = word.get(start..end).unwrap_or_default();
+            if ways[start] == 0
+                || (piece.len() < 2 && piece != b"x")
+                || Some(piece) == exclude
+                || !vocabulary.contains(piece)
+            {
+                continue;
+            }
+            ways[end] = (ways[end] + ways[start]).min(2);
+            last_cut[end] = start;
+        }
+    }
+    if ways[n] != 1 {
+        return None;
+    }
+    let mut cuts = Vec::new();
+    let mut at = n;
+    while at > 0 {
+        cuts.push(at);
+        at = last_cut[at];
+    }
+    cuts.reverse();
+    (cuts.len() > 1).then_some(cuts)
 }
 
 /// Words that, as the last word of a name after a secret's words, make the name a reference to a
@@ -585,6 +752,8 @@ const TOKEN_BEFORE: &[&str] = &[
     "previous",
     "prev",
 ];
+/// Asset words: a `token` next to one, on either side, is a crypto or market instrument
+/// (`token_address`, `symboltoken`, `nft_token`), or its usage (`token_usage`, `token_limit`).
 const TOKEN_AFTER: &[&str] = &[
     "address",
     "addresses",
@@ -604,6 +773,11 @@ const TOKEN_AFTER: &[&str] = &[
     "holders",
     "transfer",
     "transfers",
+    "instrument",
+    "asset",
+    "coin",
+    "nft",
+    "erc",
 ];
 
 /// True when the words around a deny match (words `i..=j`) make the name benign: see
@@ -624,7 +798,9 @@ fn role_makes_it_benign(folded: &[u8], words: &[(usize, usize)], i: usize, j: us
         return true;
     }
     let matched_token = i == j && word(i) == b"token";
-    matched_token && ((i > 0 && is_in(TOKEN_BEFORE, i - 1)) || is_in(TOKEN_AFTER, j + 1))
+    matched_token
+        && ((i > 0 && (is_in(TOKEN_BEFORE, i - 1) || is_in(TOKEN_AFTER, i - 1)))
+            || is_in(TOKEN_AFTER, j + 1))
 }
 
 /// Splits a name into folded words (for tests, configuration and diagnostics).
@@ -1066,6 +1242,44 @@ mod tests {
         ] {
             assert_eq!(p.check(name).map(|m| m.rule), Some(rule), "{name}");
         }
+    }
+
+    #[test]
+    fn run_together_names_are_split_against_the_vocabulary() {
+        let p = NamePolicy::default();
+        for (name, rule) in [
+            ("userpassword", "password"),
+            ("githubtoken", "token"),
+            ("apikeyvalue", "api_key"),
+            ("mcp-param-userpassword", "password"),
+            ("adminpassword", "password"),
+            ("dbpassword", "password"),
+            ("clientsecret", "client_secret"),
+            ("accesstoken", "access_token"),
+        ] {
+            assert_eq!(p.check(name).map(|m| m.rule), Some(rule), "{name}");
+        }
+        for benign in [
+            "tokenizer",
+            "passenger",
+            "keyboard",
+            "keyword",
+            "author",
+            "maxtokens",
+            "nexttoken",
+            "tokenid",
+            "hidepassword",
+            "secretname",
+            "bypass",
+            "passage",
+        ] {
+            assert_eq!(p.check(benign), None, "{benign}");
+        }
+        assert_eq!(
+            split_words("userpassword"),
+            ["userpassword"],
+            "splitting needs the vocabulary"
+        );
     }
 
     #[test]

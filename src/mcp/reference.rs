@@ -149,7 +149,7 @@ pub fn reference_denies(key: &str) -> Option<String> {
     let mut allow_spans = Vec::new();
     // Word roles are read on the finer (camelCase) splitting, whose boundaries include the
     // other's.
-    let fine = words_of(true);
+    let fine = run_together(words_of(true), &text);
     let fine_word = |k: usize| fine.get(k).map(|&(a, b)| text(a, b)).unwrap_or_default();
     let benign = |a: usize, b: usize, run: &str| -> bool {
         let (Some(i), Some(j)) = (
@@ -166,7 +166,12 @@ pub fn reference_denies(key: &str) -> Option<String> {
                     || TOKEN_AFTER.contains(&fine_word(j + 1).as_str())))
     };
     for camel in [true, false] {
-        let words = words_of(camel);
+        // Run-together words are split on the finer splitting only, as README says.
+        let words = if camel {
+            run_together(words_of(camel), &text)
+        } else {
+            words_of(camel)
+        };
         for i in 0..words.len() {
             for j in i..words.len() {
                 let (a, b) = (words[i].0, words[j].1);
@@ -184,6 +189,150 @@ pub fn reference_denies(key: &str) -> Option<String> {
         .into_iter()
         .find(|(a, b, _)| !allow_spans.iter().any(|(x, y)| x <= a && y >= b))
         .map(|(_, _, run)| run)
+}
+
+/// README's identifier vocabulary for run-together names, written out again (the phrase words
+/// and role words join it).
+const VOCABULARY: &[&str] = &[
+    "user",
+    "username",
+    "github",
+    "gitlab",
+    "slack",
+    "stripe",
+    "aws",
+    "azure",
+    "gcp",
+    "google",
+    "openai",
+    "db",
+    "database",
+    "admin",
+    "root",
+    "service",
+    "app",
+    "bot",
+    "webhook",
+    "value",
+    "new",
+    "old",
+    "current",
+    "my",
+    "default",
+    "master",
+    "login",
+    "account",
+    "email",
+    "host",
+    "encryption",
+    "signing",
+    "ssh",
+    "jwt",
+    "basic",
+    "data",
+    "config",
+    "personal",
+    "x",
+    "mcp",
+    "param",
+    "header",
+    "custom",
+    "npm",
+    "docker",
+    "registry",
+    "repo",
+    "deploy",
+    "bearer",
+];
+
+/// All splittings of `w` into words of `vocabulary` (two letters or more, or `x`), up to two.
+fn splittings(w: &str, vocabulary: &[String]) -> Vec<Vec<String>> {
+    if w.is_empty() {
+        return vec![Vec::new()];
+    }
+    let mut found = Vec::new();
+    for end in 1..=w.len() {
+        let head = &w[..end];
+        if (head.len() >= 2 || head == "x")
+            && vocabulary
+                .binary_search_by(|v| v.as_str().cmp(head))
+                .is_ok()
+        {
+            for mut rest in splittings(&w[end..], vocabulary) {
+                rest.insert(0, head.to_string());
+                found.push(rest);
+                if found.len() > 1 {
+                    return found;
+                }
+            }
+        }
+    }
+    found
+}
+
+/// The vocabulary, less compounds that split into its other words (`apikey`); built once.
+fn vocabulary() -> &'static [String] {
+    static VOCABULARY_SET: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    VOCABULARY_SET.get_or_init(build_vocabulary)
+}
+
+fn build_vocabulary() -> Vec<String> {
+    let mut all: Vec<String> = VOCABULARY
+        .iter()
+        .chain(QUALIFIERS)
+        .chain(FLAGS)
+        .chain(TOKEN_BEFORE)
+        .chain(TOKEN_AFTER)
+        .map(|w| w.to_string())
+        .chain(
+            DENY.iter()
+                .chain(ALLOW)
+                .flat_map(|p| p.split(' ').map(str::to_string)),
+        )
+        .collect();
+    all.sort();
+    all.dedup();
+    let compounds: Vec<String> = all
+        .iter()
+        .filter(|w| {
+            let others: Vec<String> = all.iter().filter(|o| o != w).cloned().collect();
+            splittings(w, &others).len() == 1
+        })
+        .cloned()
+        .collect();
+    all.retain(|w| !compounds.contains(w));
+    all.sort();
+    all
+}
+
+/// Words of six lower-case ASCII letters or more that are no vocabulary word, split when they
+/// split into vocabulary words exactly one way.
+fn run_together(
+    words: Vec<(usize, usize)>,
+    text: &dyn Fn(usize, usize) -> String,
+) -> Vec<(usize, usize)> {
+    let vocabulary = vocabulary();
+    let mut out = Vec::new();
+    for (a, b) in words {
+        let w = text(a, b);
+        let plain = w.len() >= 6 && w.len() == b - a && w.bytes().all(|c| c.is_ascii_lowercase());
+        let parts = if plain && vocabulary.binary_search(&w).is_err() {
+            splittings(&w, vocabulary)
+        } else {
+            Vec::new()
+        };
+        match parts.as_slice() {
+            [one] if one.len() > 1 => {
+                let mut at = a;
+                for part in one {
+                    out.push((at, at + part.len()));
+                    at += part.len();
+                }
+            }
+            _ => out.push((a, b)),
+        }
+    }
+    out
 }
 
 /// README's word roles, written out again.
