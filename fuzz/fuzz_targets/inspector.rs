@@ -39,7 +39,7 @@ use libfuzzer_sys::fuzz_target;
 use mcp_guard::auth::token::contains_token_like;
 use mcp_guard::mcp::body::{replay_chunked, BodyBuffer, Outcome, PushError, Step};
 use mcp_guard::mcp::json::{self, Kind, ParseOptions};
-use mcp_guard::mcp::reference::reference_denies;
+use mcp_guard::mcp::reference::{reference_denies, reference_denies_key};
 use mcp_guard::mcp::{
     check_param_header, inspect_body, inspect_request, InspectConfig, McpHeaders, RejectKind,
     Verdict,
@@ -366,7 +366,13 @@ fn walk_names(v: &J, level: usize) {
     match v {
         J::Object(map) => {
             for (k, child) in map {
-                assert_not_denied(k, "key");
+                // A category container is judged by its members (README, "Word roles").
+                let container = child.is_object() || child.is_array();
+                if let Some(phrase) = reference_denies_key(k, container) {
+                    panic!(
+                        "accepted a client-written key {k:?}, denied by the reference ({phrase})"
+                    );
+                }
                 walk_names(child, level);
             }
         }

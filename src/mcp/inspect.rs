@@ -58,6 +58,7 @@ use crate::auth::smuggled::holds_token;
 
 use super::formats::{find_format_from, Format, FormatAction, FormatPolicy, MIN_FORMAT_LEN};
 use super::json::{self, same_bytes, Document, JsonStr, Kind, ParseOptions, Value};
+use super::names::is_container_rule;
 use super::names::{NamePolicy, NameScratch};
 use super::text::{contains_amt_token, fold_str_into, json_escape_into, MIN_TOKEN_LEN};
 
@@ -942,7 +943,16 @@ impl<'c> Inspector<'c> {
                     ));
                 }
                 if in_names {
-                    if let Some(rule) = self.check_key(s, hash) {
+                    // A category container (`"auth": {...}`) is judged by what it holds: its
+                    // members are name-checked like any others.
+                    let container = || {
+                        doc.value_at(idx + 1)
+                            .is_some_and(|v| matches!(v.kind(), Kind::Object | Kind::Array))
+                    };
+                    if let Some(rule) = self
+                        .check_key(s, hash)
+                        .filter(|rule| !(is_container_rule(rule) && container()))
+                    {
                         return Some((
                             idx,
                             Finding {

@@ -459,7 +459,9 @@ impl NamePolicy {
         split_run_together(&self.vocabulary, scratch);
         let folded = scratch.folded.as_slice();
         let words = scratch.words.as_slice();
-        let mut best: Option<(usize, usize)> = None;
+        // The best match: a secret's name before a category's (`auth_password` is `password`,
+        // see [`is_container_rule`]), then the longest.
+        let mut best: Option<((bool, usize), usize)> = None;
         for (i, &(start, _)) in words.iter().enumerate() {
             if !self.deny.may_start(folded, start) {
                 continue;
@@ -479,14 +481,14 @@ impl NamePolicy {
                 else {
                     continue;
                 };
-                let span = j + 1 - i;
-                if best.is_some_and(|(len, _)| span <= len)
+                let rank = (!self.rule(found).is_some_and(is_container_rule), j + 1 - i);
+                if best.is_some_and(|(best_rank, _)| rank <= best_rank)
                     || self.allowed(folded, words, i, j)
                     || role_makes_it_benign(folded, words, i, j)
                 {
                     continue;
                 }
-                best = Some((span, found));
+                best = Some((rank, found));
             }
         }
         best.map(|(_, found)| found)
@@ -524,6 +526,16 @@ impl NamePolicy {
         }
         false
     }
+}
+
+/// Rules of words that also name a category of settings (`"auth": {...}`): the inspector judges
+/// an object or array under such a name by its members. A name that holds another deny phrase
+/// too reports that one.
+pub fn is_container_rule(rule: &str) -> bool {
+    matches!(
+        rule,
+        "auth" | "credential" | "credentials" | "authentication" | "authorization"
+    )
 }
 
 /// Identifier words besides those of the phrases and roles, for splitting run-together names

@@ -100,6 +100,22 @@ pub const ALLOW: &[&str] = &[
 /// deny phrase found as a run of whole words (by concatenation) in either splitting must lie,
 /// as a character span, inside an allow run of either splitting.
 pub fn reference_denies(key: &str) -> Option<String> {
+    reference_denies_key(key, false)
+}
+
+/// README's category words: under one of these names, an object or array is judged by what it
+/// holds.
+pub const CONTAINERS: &[&str] = &[
+    "auth",
+    "credential",
+    "credentials",
+    "authentication",
+    "authorization",
+];
+
+/// [`reference_denies`] of a key whose value is an object or array when `container` is true:
+/// a category word alone does not deny it then.
+pub fn reference_denies_key(key: &str, container: bool) -> Option<String> {
     let deny: Vec<String> = DENY.iter().map(|p| p.replace(' ', "")).collect();
     let allow: Vec<String> = ALLOW.iter().map(|p| p.replace(' ', "")).collect();
     let chars: Vec<char> = key.chars().map(as_latin).collect();
@@ -187,6 +203,7 @@ pub fn reference_denies(key: &str) -> Option<String> {
     }
     deny_spans
         .into_iter()
+        .filter(|(_, _, run)| !(container && CONTAINERS.contains(&run.as_str())))
         .find(|(a, b, _)| !allow_spans.iter().any(|(x, y)| x <= a && y >= b))
         .map(|(_, _, run)| run)
 }

@@ -102,6 +102,11 @@ static CASES: &[Case] = &[
     case("same key in sibling objects", call!(r#"{"a":{"id":1},"b":{"id":2},"c":[{"id":1},{"id":2}]}"#), Allow),
     case("numbers at the edge", call!(r#"{"a":9.99e307,"b":-0,"c":1e-400,"d":123456789012345678901234567890}"#), Allow),
     case("value chars fine in values", call!(r#"{"a":"\u0000\u200b\ufeff\u202e"}"#), Allow),
+    // ---- Category containers are judged by what they hold ----
+    case("auth container of ids", call!(r#"{"auth":{"user_id":"u1","mechanism":"SCRAM-SHA-256"},"credentials":[{"username":"bob"}]}"#), Allow),
+    case("auth container holding a password", call!(r#"{"auth":{"user":"u1","password":"x"}}"#), Reject(S, "password", Some("arguments.auth.password"))),
+    case("auth as a string is a secret", call!(r#"{"auth":"Basic dXNlcjpwYXNz"}"#), Reject(S, "auth", Some("arguments.auth"))),
+    case("credentials container holding a token", call!(r#"{"credentials":{"access_token":"x"}}"#), Reject(S, "access_token", Some("arguments.credentials.access_token"))),
     // ---- Name/value lists: a secret's name as the label makes its `value` a secret ----
     case("name/value header list", call!(r#"{"headers":[{"name":"Accept","value":"json"},{"name":"X-Api-Key","value":"k"}]}"#), Reject(S, "api_key", Some("arguments.headers[1].value"))),
     case("key/value settings", call!(r#"{"settings":[{"key":"db_password","value":"x"}]}"#), Reject(S, "password", Some("arguments.settings[0].value"))),
@@ -191,7 +196,8 @@ static CASES: &[Case] = &[
     case("catch: token", call!(r#"{"token":"x"}"#), Reject(S, "token", None)),
     case("catch: github_token", call!(r#"{"GITHUB_TOKEN":"x"}"#), Reject(S, "token", None)),
     case("catch: credential", call!(r#"{"credential":"x"}"#), Reject(S, "credential", None)),
-    case("catch: credentials", call!(r#"{"credentials":{"u":"a"}}"#), Reject(S, "credentials", None)),
+    case("catch: credentials", call!(r#"{"credentials":"user:pass"}"#), Reject(S, "credentials", None)),
+    case("catch: a secret beside a category word", call!(r#"{"auth_password":{"v":1}}"#), Reject(S, "password", None)),
     case("catch: authorization", call!(r#"{"Authorization":"Bearer x"}"#), Reject(S, "authorization", None)),
     case("catch: auth", call!(r#"{"auth":"x"}"#), Reject(S, "auth", None)),
     case("catch: cookie", call!(r#"{"cookie":"x"}"#), Reject(S, "cookie", None)),
@@ -732,7 +738,13 @@ fn collect_keys(value: &serde_json::Value, out: &mut Vec<String>, level: usize) 
     match value {
         serde_json::Value::Object(map) => {
             for (k, v) in map {
-                out.push(k.clone());
+                // A category container is judged by its members (README, "Word roles").
+                let container = v.is_object() || v.is_array();
+                if super::reference::reference_denies_key(k, container).is_some()
+                    || reference_denies(k).is_none()
+                {
+                    out.push(k.clone());
+                }
                 collect_keys(v, out, level);
             }
         }
