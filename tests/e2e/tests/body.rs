@@ -520,6 +520,20 @@ fn client_data_outside_tool_arguments_is_inspected_too() {
         "a refused request reached the upstream"
     );
     assert_eq!(stack.envoy.stat("mcp_guard.body.rejected.password"), 2);
+    // Nothing Envoy printed holds a value (the debug lines name rules and paths only).
+    wait_until("the debug lines", Duration::from_secs(5), || {
+        stack
+            .envoy
+            .process
+            .log_text()
+            .matches("rule=passphrase")
+            .count()
+            == 1
+    });
+    let log = stack.envoy.process.log_text();
+    for value in ["hunter2", "sk-1", "\"p\"}"] {
+        assert!(!log.contains(value), "{value} reached Envoy's output");
+    }
 }
 
 /// A live key sent inside a body (as a value, as an argument name, JSON in a string) is refused,
