@@ -942,6 +942,17 @@ impl<'c> Inspector<'c> {
                         },
                     ));
                 }
+                // A credential used as a key (`{"ghp_...": 1}`): refused, and not shown.
+                if let Some(format) = self.credential_format(s) {
+                    return Some((
+                        idx,
+                        Finding {
+                            segs: Vec::new(),
+                            leaf: Leaf::Format(format),
+                            redact_key: true,
+                        },
+                    ));
+                }
                 if in_names {
                     // A category container (`"auth": {...}`) is judged by what it holds: its
                     // members are name-checked like any others.
