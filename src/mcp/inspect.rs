@@ -1073,8 +1073,18 @@ impl<'c> Inspector<'c> {
                 redact_key: false,
             })
         };
-        if text.contains('\\') && contains_amt_token(loose_unescape(text).as_bytes()) {
-            return found(vec![Seg::Json], Leaf::Token);
+        if text.contains('\\') {
+            let unescaped = loose_unescape(text);
+            if contains_amt_token(unescaped.as_bytes()) {
+                return found(vec![Seg::Json], Leaf::Token);
+            }
+            // Formats behind any level of escaping (the text itself was scanned already).
+            let policy = &self.config.formats;
+            if let Some((_, format)) = find_format_from(unescaped.as_bytes(), 0, policy)
+                .filter(|(_, f)| policy.action(*f) == FormatAction::Enforce)
+            {
+                return found(vec![Seg::Json], Leaf::Format(format));
+            }
         }
         if !in_names {
             return None;

@@ -1346,7 +1346,20 @@ fn credential_formats_in_values_are_refused_with_their_rule() {
             format!(
                 r#"{{"jsonrpc":"2.0","id":8,"method":"prompts/get","params":{{"name":"p","arguments":{{"q":"{plain}"}}}}}}"#
             ),
+            // In a string that starts like JSON but is not strict JSON (a trailing comma), with
+            // the format behind two levels of escapes.
+            format!(
+                r#"{{"jsonrpc":"2.0","id":10,"method":"tools/call","params":{{"name":"deploy","arguments":{{"cfg":"{{\"a\":\"{}\",}}"}}}}}}"#,
+                escaped.replace('\\', "\\\\")
+            ),
         ];
+        let mut bodies = bodies.to_vec();
+        if !sample.contains('\n') {
+            // As an object key (a key cannot hold a line break: that is refused by the parser).
+            bodies.push(format!(
+                r#"{{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{{"name":"deploy","arguments":{{"{plain}":1}}}}}}"#
+            ));
+        }
         for body in &bodies {
             match inspect_body(body.as_bytes(), &config) {
                 Verdict::Reject(r) => {
