@@ -733,6 +733,11 @@ const QUALIFIERS: &[&str] = &[
     "schema",
     "enabled",
     "required",
+    "method",
+    "methods",
+    "info",
+    "allowed",
+    "disabled",
 ];
 
 /// Words that, as the first word of a name before a secret's words, make it a flag or an
@@ -806,7 +811,8 @@ fn role_makes_it_benign(folded: &[u8], words: &[(usize, usize)], i: usize, j: us
     if last > j && is_in(QUALIFIERS, last) {
         return true;
     }
-    if i > 0 && is_in(FLAGS, 0) {
+    // A flag first in the name, or right before the match (`opensearch_no_auth`).
+    if i > 0 && (is_in(FLAGS, 0) || is_in(FLAGS, i - 1)) {
         return true;
     }
     let matched_token = i == j && word(i) == b"token";

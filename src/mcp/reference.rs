@@ -176,7 +176,9 @@ pub fn reference_denies_key(key: &str, container: bool) -> Option<String> {
         };
         let last = fine.len() - 1;
         (last > j && QUALIFIERS.contains(&fine_word(last).as_str()))
-            || (i > 0 && FLAGS.contains(&fine_word(0).as_str()))
+            || (i > 0
+                && (FLAGS.contains(&fine_word(0).as_str())
+                    || FLAGS.contains(&fine_word(i - 1).as_str())))
             || (run == "token"
                 && ((i > 0 && TOKEN_BEFORE.contains(&fine_word(i - 1).as_str()))
                     || TOKEN_AFTER.contains(&fine_word(j + 1).as_str())))
@@ -409,6 +411,11 @@ const QUALIFIERS: &[&str] = &[
     "schema",
     "enabled",
     "required",
+    "method",
+    "methods",
+    "info",
+    "allowed",
+    "disabled",
 ];
 const FLAGS: &[&str] = &[
     "hide", "show", "mask", "masked", "redact", "with", "require", "requires", "use", "enable",
