@@ -43,10 +43,11 @@ pub fn holds_token(value: &str) -> bool {
     if bytes.len() < MIN_TOKEN_LEN {
         return false;
     }
-    if form_holds_token(bytes) {
+    let traits = Traits::of(bytes);
+    if form_holds_token(bytes, traits) {
         return true;
     }
-    if Traits::of(bytes).0 & Traits::PERCENT == 0 {
+    if !traits.has(Traits::PERCENT) {
         return false;
     }
     let mut text: Cow<'_, [u8]> = Cow::Borrowed(bytes);
@@ -54,7 +55,7 @@ pub fn holds_token(value: &str) -> bool {
         let Some(decoded) = percent_decode(&text) else {
             return false;
         };
-        if form_holds_token(&decoded) {
+        if form_holds_token(&decoded, Traits::of(&decoded)) {
             return true;
         }
         text = Cow::Owned(decoded);
@@ -92,8 +93,7 @@ impl Traits {
 }
 
 /// One form of a value: as it is, with backslash escapes undone, and base64 of either.
-fn form_holds_token(bytes: &[u8]) -> bool {
-    let traits = Traits::of(bytes);
+fn form_holds_token(bytes: &[u8], traits: Traits) -> bool {
     if contains_amt_token(bytes) || base64_holds_token(bytes, traits) {
         return true;
     }

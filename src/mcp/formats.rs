@@ -148,6 +148,18 @@ static STARTS: [u64; 1024] = {
     table
 };
 
+/// The first bytes of [`STARTS`]: most bytes are dismissed by this one lookup.
+static FIRST: [bool; 256] = {
+    let firsts = b"gxhsrAn-e";
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < firsts.len() {
+        table[firsts[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
+
 fn may_start(first: u8, second: u8) -> bool {
     let pair = (usize::from(first) << 8) | usize::from(second);
     STARTS
@@ -198,11 +210,12 @@ pub fn find_format_from(s: &[u8], from: usize, policy: &FormatPolicy) -> Option<
     let mut i = from;
     while i < s.len() {
         // The tight part: skip to the next byte that can start a format.
-        let skip = s
-            .get(i..)?
-            .windows(2)
-            .position(|w| matches!(w, [a, b] if may_start(*a, *b)))?;
-        i += skip;
+        i += s.get(i..)?.iter().position(|&b| FIRST[usize::from(b)])?;
+        let first = s.get(i).copied().unwrap_or(0);
+        if !s.get(i + 1).is_some_and(|&second| may_start(first, second)) {
+            i += 1;
+            continue;
+        }
         let b = s.get(i).copied().unwrap_or(0);
         // The word-start rule first: it keeps the scan linear (a JWT header is read once per
         // run, not once per `eyJ` inside it).
