@@ -856,6 +856,14 @@ impl<'c> Inspector<'c> {
     /// secret's name, and a `value` member, holds that secret in its `value`. Returns the
     /// `value`'s tape index. Costs one pass over the object's members.
     fn labelled_value(&mut self, object: Value<'_, '_>) -> Option<(usize, &'c str)> {
+        // Most objects have no `value` member: one pass over the raw keys says so (an escaped
+        // key is decoded below, the careful way).
+        let may_have_value = object
+            .entries()
+            .any(|(k, _)| k.is_escaped() || matches!(k.raw(), "value" | "Value"));
+        if !may_have_value {
+            return None;
+        }
         let [name, key, cap_name, cap_key, value, cap_value] =
             object.members(["name", "key", "Name", "Key", "value", "Value"]);
         let value = value.or(cap_value)?;
