@@ -23,10 +23,12 @@ pub fn decode(bytes: &[u8]) -> Option<Vec<(String, String)>> {
     for n in 0..count {
         let sizes = 4 + n * 8;
         let (name_len, value_len) = (u32_at(sizes)?, u32_at(sizes + 4)?);
-        let name = bytes.get(data..data.checked_add(name_len)?)?;
-        data += name_len + 1;
-        let value = bytes.get(data..data.checked_add(value_len)?)?;
-        data += value_len + 1;
+        let name_end = data.checked_add(name_len)?;
+        let name = bytes.get(data..name_end)?;
+        data = name_end.checked_add(1)?;
+        let value_end = data.checked_add(value_len)?;
+        let value = bytes.get(data..value_end)?;
+        data = value_end.checked_add(1)?;
         pairs.push((
             String::from_utf8_lossy(name).into_owned(),
             String::from_utf8_lossy(value).into_owned(),

@@ -474,19 +474,7 @@ pub(crate) mod tests {
     /// One example of each format, built at run time (no credential-shaped literal in the
     /// source), with the format it must be found as.
     pub(crate) fn samples() -> Vec<(Format, String)> {
-        let b64 = |text: &str| {
-            let mut out = String::new();
-            for chunk in text.as_bytes().chunks(3) {
-                let mut acc = 0u32;
-                for (i, &b) in chunk.iter().enumerate() {
-                    acc |= u32::from(b) << (16 - 8 * i);
-                }
-                for i in 0..=chunk.len() {
-                    out.push(URL_B64[((acc >> (18 - 6 * i)) & 63) as usize] as char);
-                }
-            }
-            out
-        };
+        let b64 = |text: &str| crate::auth::smuggled::tests::base64(text.as_bytes(), true, false);
         let jwt = format!(
             "{}.{}.{}",
             b64(r#"{"alg":"HS256","typ":"JWT"}"#),
@@ -617,19 +605,7 @@ pub(crate) mod tests {
             .find(|(f, _)| *f == Format::Jwt)
             .unwrap()
             .1;
-        let b64 = |text: &str| -> String {
-            let mut out = String::new();
-            for chunk in text.as_bytes().chunks(3) {
-                let mut acc = 0u32;
-                for (i, &b) in chunk.iter().enumerate() {
-                    acc |= u32::from(b) << (16 - 8 * i);
-                }
-                for i in 0..=chunk.len() {
-                    out.push(URL_B64[((acc >> (18 - 6 * i)) & 63) as usize] as char);
-                }
-            }
-            out
-        };
+        let b64 = |text: &str| crate::auth::smuggled::tests::base64(text.as_bytes(), true, false);
         let jwe = format!(
             "{}..{}.{}.{}",
             b64(r#"{"alg":"dir","enc":"A256GCM"}"#),
