@@ -318,6 +318,16 @@ fn underscore_spellings_of_identity_headers_never_reach_the_upstream() {
         "other underscore headers pass"
     );
     assert_eq!(lenient.stat("mcp_guard.requests.identity_spoofed"), 1);
+    // Here a header *name* holding a token reaches the filter, which refuses it itself.
+    let other = stack.guardctl.create_key("demo", "viewer", None);
+    let before = stack.upstream.request_count();
+    let named = Request::post_json("/api/mcp", INITIALIZE)
+        .bearer(&key.token)
+        .header(&other.token, "1")
+        .send(lenient.port);
+    assert_eq!(named.status, 400, "{named:?}");
+    assert_eq!(lenient.stat("mcp_guard.requests.denied.token_in_header"), 1);
+    assert_eq!(stack.upstream.request_count(), before);
 }
 
 #[test]
