@@ -368,6 +368,10 @@ fn walk_names(v: &J, level: usize) {
             for (k, child) in map {
                 // A category container is judged by its members (README, "Word roles").
                 let container = child.is_object() || child.is_array();
+                // A boolean or null carries nothing (README, "Word roles").
+                if child.is_boolean() || child.is_null() {
+                    continue;
+                }
                 if let Some(phrase) = reference_denies_key(k, container) {
                     panic!(
                         "accepted a client-written key {k:?}, denied by the reference ({phrase})"

@@ -961,7 +961,13 @@ impl<'c> Inspector<'c> {
                         },
                     ));
                 }
-                if in_names {
+                // `true`, `false` and `null` carry nothing to leak: a name over one is a flag or a
+                // setting (`hide_password: true`), whatever its words.
+                let holds_something = || {
+                    doc.value_at(idx + 1)
+                        .is_some_and(|v| !matches!(v.kind(), Kind::Bool | Kind::Null))
+                };
+                if in_names && holds_something() {
                     // A category container (`"auth": {...}`) is judged by what it holds: its
                     // members are name-checked like any others.
                     let container = || {

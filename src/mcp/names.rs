@@ -113,6 +113,43 @@ pub const DEFAULT_DENY: &[(&str, &str)] = &[
     ("set cookie", ""),
     ("connection string", ""),
     ("dsn", ""),
+    // Compared with detect-secrets' KeywordDetector denylist (`db_pass`, `keypass`, the kinds of
+    // keys) and gitleaks' generic-api-key keywords; tests/corpus/README.md gives every difference.
+    ("pass", "password"),
+    ("creds", "credentials"),
+    ("pat", ""),
+    ("passcode", ""),
+    ("passcodes", "passcode"),
+    ("jwt", ""),
+    ("jwts", "jwt"),
+    ("otp", ""),
+    ("mnemonic", ""),
+    ("seed phrase", ""),
+    ("recovery phrase", ""),
+    ("priv key", "private_key"),
+    ("privkey", "private_key"),
+    // Kinds of keys that are secrets: what the key opens (`ssh`, `db`, `account`), what it is
+    // for (`signing`, `encryption`), or what it permits (`write`, `admin`).
+    ("ssh key", ""),
+    ("ssh keys", "ssh_key"),
+    ("signing key", ""),
+    ("encryption key", ""),
+    ("decryption key", ""),
+    ("master key", ""),
+    ("deploy key", ""),
+    ("client key", ""),
+    ("app key", ""),
+    ("application key", ""),
+    ("auth key", ""),
+    ("service key", ""),
+    ("account key", ""),
+    ("db key", ""),
+    ("database key", ""),
+    ("write key", ""),
+    ("read key", ""),
+    ("delete key", ""),
+    ("admin key", ""),
+    ("publish key", ""),
 ];
 
 /// The default allow list.
@@ -388,7 +425,7 @@ impl NamePolicy {
         let mut vocabulary: std::collections::BTreeSet<Vec<u8>> = VOCABULARY
             .iter()
             .chain(QUALIFIERS)
-            .chain(FLAGS)
+            .chain(FLAG_WORDS)
             .chain(TOKEN_BEFORE)
             .chain(TOKEN_AFTER)
             .map(|w| w.as_bytes().to_vec())
@@ -680,6 +717,9 @@ fn unique_splitting(
 const QUALIFIERS: &[&str] = &[
     "id",
     "ids",
+    "uuid",
+    "uuids",
+    "guid",
     "identifier",
     "name",
     "names",
@@ -719,6 +759,8 @@ const QUALIFIERS: &[&str] = &[
     "source",
     "version",
     "hint",
+    "prefix",
+    "suffix",
     "description",
     "manager",
     "rotation",
@@ -740,9 +782,10 @@ const QUALIFIERS: &[&str] = &[
     "disabled",
 ];
 
-/// Words that, as the first word of a name before a secret's words, make it a flag or an
-/// instruction about the secret: `hide_password`, `with_credentials`, `require_auth_token`.
-const FLAGS: &[&str] = &[
+/// Words that start flags (`hide_password`, `with_credentials`), for splitting run-together names
+/// only. They make no name benign: a flag holds `true` or `false`, which the inspector does not
+/// name-check, and a string under `with_password` may be the password.
+const FLAG_WORDS: &[&str] = &[
     "hide", "show", "mask", "masked", "redact", "with", "require", "requires", "use", "enable",
     "disable", "is", "has", "allow", "include", "exclude", "skip", "ignore", "no", "should",
     "supports", "verify", "validate", "check", "needs",
@@ -761,6 +804,7 @@ const TOKEN_BEFORE: &[&str] = &[
     "client",
     "request",
     "idempotency",
+    "skip",
     "sync",
     "resume",
     "marker",
@@ -798,7 +842,7 @@ const TOKEN_AFTER: &[&str] = &[
 ];
 
 /// True when the words around a deny match (words `i..=j`) make the name benign: see
-/// [`QUALIFIERS`], [`FLAGS`], [`TOKEN_BEFORE`], [`TOKEN_AFTER`].
+/// [`QUALIFIERS`], [`TOKEN_BEFORE`], [`TOKEN_AFTER`].
 fn role_makes_it_benign(folded: &[u8], words: &[(usize, usize)], i: usize, j: usize) -> bool {
     let word = |k: usize| {
         words
@@ -808,11 +852,10 @@ fn role_makes_it_benign(folded: &[u8], words: &[(usize, usize)], i: usize, j: us
     };
     let is_in = |list: &[&str], k: usize| list.iter().any(|w| w.as_bytes() == word(k));
     let last = words.len().saturating_sub(1);
-    if last > j && is_in(QUALIFIERS, last) {
-        return true;
-    }
-    // A flag first in the name, or right before the match (`opensearch_no_auth`).
-    if i > 0 && (is_in(FLAGS, 0) || is_in(FLAGS, i - 1)) {
+    // A qualifier reaches back over the words before it, not over a conjunction:
+    // `connection_string_or_cluster_name` may hold a connection string.
+    let conjunction = (j + 1..last).any(|k| is_in(&["or", "and"], k));
+    if last > j && is_in(QUALIFIERS, last) && !conjunction {
         return true;
     }
     let matched_token = i == j && word(i) == b"token";
@@ -1219,9 +1262,10 @@ mod tests {
         }
     }
 
-    /// The word roles README states: a qualifier last, a flag first, `token`'s neighbours.
+    /// The word roles README states: a qualifier last (not past a conjunction), `token`'s
+    /// neighbours. Flags are not a role: their value is a boolean (see the inspector's tests).
     #[test]
-    fn word_roles_make_references_flags_and_other_tokens_benign() {
+    fn word_roles_make_references_and_other_tokens_benign() {
         let p = NamePolicy::default();
         for name in [
             "credential_name",
@@ -1235,10 +1279,10 @@ mod tests {
             "credential_provider",
             "secret_vault_id",
             "private_key_file_path",
-            "hide_password",
-            "with_credentials",
-            "require_user_password",
+            "private_key_uuid",
+            "token_prefix",
             "starting_token",
+            "skiptoken",
             "continue_token",
             "NextToken",
             "client_token",
@@ -1257,6 +1301,11 @@ mod tests {
             ("auth_header", "auth"),
             ("access_token_secret", "access_token"),
             ("refresh_token", "refresh_token"),
+            ("hide_password", "password"),
+            ("connection_string_or_cluster_name", "connection_string"),
+            ("apiKeyOrSecretName", "api_key"),
+            ("delete_key", "delete_key"),
+            ("db_pass", "password"),
         ] {
             assert_eq!(p.check(name).map(|m| m.rule), Some(rule), "{name}");
         }
@@ -1274,6 +1323,10 @@ mod tests {
             ("dbpassword", "password"),
             ("clientsecret", "client_secret"),
             ("accesstoken", "access_token"),
+            // A flag's words clear nothing: its `true` is what the inspector lets through.
+            ("hidepassword", "password"),
+            ("dbpass", "password"),
+            ("keypass", "password"),
         ] {
             assert_eq!(p.check(name).map(|m| m.rule), Some(rule), "{name}");
         }
@@ -1286,7 +1339,6 @@ mod tests {
             "maxtokens",
             "nexttoken",
             "tokenid",
-            "hidepassword",
             "secretname",
             "bypass",
             "passage",

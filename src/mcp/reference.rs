@@ -48,6 +48,39 @@ pub const DENY: &[&str] = &[
     "set cookie",
     "connection string",
     "dsn",
+    "pass",
+    "creds",
+    "pat",
+    "passcode",
+    "passcodes",
+    "jwt",
+    "jwts",
+    "otp",
+    "mnemonic",
+    "seed phrase",
+    "recovery phrase",
+    "priv key",
+    "privkey",
+    "ssh key",
+    "ssh keys",
+    "signing key",
+    "encryption key",
+    "decryption key",
+    "master key",
+    "deploy key",
+    "client key",
+    "app key",
+    "application key",
+    "auth key",
+    "service key",
+    "account key",
+    "db key",
+    "database key",
+    "write key",
+    "read key",
+    "delete key",
+    "admin key",
+    "publish key",
 ];
 
 /// README's default allow list.
@@ -175,10 +208,8 @@ pub fn reference_denies_key(key: &str, container: bool) -> Option<String> {
             return false;
         };
         let last = fine.len() - 1;
-        (last > j && QUALIFIERS.contains(&fine_word(last).as_str()))
-            || (i > 0
-                && (FLAGS.contains(&fine_word(0).as_str())
-                    || FLAGS.contains(&fine_word(i - 1).as_str())))
+        let conjunction = (j + 1..last).any(|k| ["or", "and"].contains(&fine_word(k).as_str()));
+        (last > j && !conjunction && QUALIFIERS.contains(&fine_word(last).as_str()))
             || (run == "token"
                 && ((i > 0 && TOKEN_BEFORE.contains(&fine_word(i - 1).as_str()))
                     || TOKEN_AFTER.contains(&fine_word(j + 1).as_str())))
@@ -299,7 +330,7 @@ fn build_vocabulary() -> Vec<String> {
     let mut all: Vec<String> = VOCABULARY
         .iter()
         .chain(QUALIFIERS)
-        .chain(FLAGS)
+        .chain(FLAG_WORDS)
         .chain(TOKEN_BEFORE)
         .chain(TOKEN_AFTER)
         .map(|w| w.to_string())
@@ -358,6 +389,9 @@ fn run_together(
 const QUALIFIERS: &[&str] = &[
     "id",
     "ids",
+    "uuid",
+    "uuids",
+    "guid",
     "identifier",
     "name",
     "names",
@@ -397,6 +431,8 @@ const QUALIFIERS: &[&str] = &[
     "source",
     "version",
     "hint",
+    "prefix",
+    "suffix",
     "description",
     "manager",
     "rotation",
@@ -417,7 +453,8 @@ const QUALIFIERS: &[&str] = &[
     "allowed",
     "disabled",
 ];
-const FLAGS: &[&str] = &[
+/// Words of flags: vocabulary for run-together names only (a flag holds a boolean).
+const FLAG_WORDS: &[&str] = &[
     "hide", "show", "mask", "masked", "redact", "with", "require", "requires", "use", "enable",
     "disable", "is", "has", "allow", "include", "exclude", "skip", "ignore", "no", "should",
     "supports", "verify", "validate", "check", "needs",
@@ -433,6 +470,7 @@ const TOKEN_BEFORE: &[&str] = &[
     "client",
     "request",
     "idempotency",
+    "skip",
     "sync",
     "resume",
     "marker",

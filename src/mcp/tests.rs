@@ -214,7 +214,10 @@ static CASES: &[Case] = &[
     case("catch: nested", call!(r#"{"config":{"db":{"api_key":"x"}}}"#), Reject(S, "api_key", Some("arguments.config.db.api_key"))),
     case("catch: object inside array", call!(r#"{"items":[{"a":1},{"b":2},{"password":"x"}]}"#), Reject(S, "password", Some("arguments.items[2].password"))),
     case("catch: array in array", call!(r#"{"m":[[{"token":"x"}]]}"#), Reject(S, "token", Some("arguments.m[0][0].token"))),
-    case("catch: name even with null value", call!(r#"{"password":null}"#), Reject(S, "password", None)),
+    case("let through: a boolean or null under a secret's name carries nothing", call!(r#"{"password":null,"hide_password":true,"with_credentials":false,"auth":true}"#), Allow),
+    case("catch: a number under a secret's name (a PIN)", call!(r#"{"passcode":1234}"#), Reject(S, "passcode", None)),
+    case("catch: a flag's words do not clear a string", call!(r#"{"with_password":"hunter2"}"#), Reject(S, "password", None)),
+    case("catch: an array under a secret's name", call!(r#"{"password":[true]}"#), Reject(S, "password", None)),
     case("catch: odd key path escaped", call!(r#"{"my password":"x"}"#), Reject(S, "password", Some("arguments[\"my password\"]"))),
     case("catch: first in document order", call!(r#"{"ok":1,"token":"a","password":"b"}"#), Reject(S, "token", Some("arguments.token"))),
     // ---- Secret values ----
@@ -738,8 +741,12 @@ fn collect_keys(value: &serde_json::Value, out: &mut Vec<String>, level: usize) 
     match value {
         serde_json::Value::Object(map) => {
             for (k, v) in map {
-                // A category container is judged by its members (README, "Word roles").
+                // A category container is judged by its members (README, "Word roles"); a
+                // boolean or null carries nothing.
                 let container = v.is_object() || v.is_array();
+                if v.is_boolean() || v.is_null() {
+                    continue;
+                }
                 if super::reference::reference_denies_key(k, container).is_some()
                     || reference_denies(k).is_none()
                 {
@@ -1215,6 +1222,39 @@ const PINNED_DENY: &[(&str, &str, &str)] = &[
     ("set_cookie", "setCookie", "set_cookie"),
     ("connection_string", "connectionString", "connection_string"),
     ("dsn", "dsn", "dsn"),
+    ("pass", "pass", "password"),
+    ("creds", "creds", "credentials"),
+    ("pat", "pat", "pat"),
+    ("passcode", "passcode", "passcode"),
+    ("passcodes", "passcodes", "passcode"),
+    ("jwt", "jwt", "jwt"),
+    ("jwts", "jwts", "jwt"),
+    ("otp", "otp", "otp"),
+    ("mnemonic", "mnemonic", "mnemonic"),
+    ("seed_phrase", "seedPhrase", "seed_phrase"),
+    ("recovery_phrase", "recoveryPhrase", "recovery_phrase"),
+    ("priv_key", "privKey", "private_key"),
+    ("privkey", "privkey", "private_key"),
+    ("ssh_key", "sshKey", "ssh_key"),
+    ("ssh_keys", "sshKeys", "ssh_key"),
+    ("signing_key", "signingKey", "signing_key"),
+    ("encryption_key", "encryptionKey", "encryption_key"),
+    ("decryption_key", "decryptionKey", "decryption_key"),
+    ("master_key", "masterKey", "master_key"),
+    ("deploy_key", "deployKey", "deploy_key"),
+    ("client_key", "clientKey", "client_key"),
+    ("app_key", "appKey", "app_key"),
+    ("application_key", "applicationKey", "application_key"),
+    ("auth_key", "authKey", "auth_key"),
+    ("service_key", "serviceKey", "service_key"),
+    ("account_key", "accountKey", "account_key"),
+    ("db_key", "dbKey", "db_key"),
+    ("database_key", "databaseKey", "database_key"),
+    ("write_key", "writeKey", "write_key"),
+    ("read_key", "readKey", "read_key"),
+    ("delete_key", "deleteKey", "delete_key"),
+    ("admin_key", "adminKey", "admin_key"),
+    ("publish_key", "publishKey", "publish_key"),
 ];
 
 /// Every phrase of the default allow list as an argument name: each must pass alone.

@@ -11,7 +11,9 @@ array `items` (and `prefixItems`), `anyOf`/`oneOf`/`allOf` branches (which add n
 `definitions`. Segments are joined with `.`; an array element is `[]`, an
 `additionalProperties` value is `*`. A summary (servers, tools, distinct paths) goes to stderr.
 
-Usage: python3 tools/corpus/flatten.py [HARVEST_DIR] > paths.tsv
+Usage: python3 tools/corpus/flatten.py [--detail] [HARVEST_DIR] > paths.tsv
+
+--detail prints JSON lines instead, with the path's JSON types, description and package version.
 """
 import glob
 import json
@@ -35,6 +37,26 @@ def resolve(ref, root):
     return node if isinstance(node, dict) else None
 
 
+def note(out, path, schema):
+    """Records a path with what its schema says: JSON types and a description."""
+    types, desc = out.setdefault(path, (set(), []))
+    if not isinstance(schema, dict):
+        return
+    t = schema.get("type")
+    for one in t if isinstance(t, list) else [t]:
+        if isinstance(one, str):
+            types.add(one)
+    for key in ("anyOf", "oneOf"):
+        for sub in schema.get(key) or []:
+            if isinstance(sub, dict) and isinstance(sub.get("type"), str):
+                types.add(sub["type"])
+    if "properties" in schema:
+        types.add("object")
+    d = schema.get("description") or schema.get("title")
+    if isinstance(d, str) and d.strip() and not desc:
+        desc.append(" ".join(d.split()))
+
+
 def walk(schema, prefix, root, out, seen_refs, depth=0):
     if not isinstance(schema, dict) or depth > 40:
         return
@@ -48,7 +70,7 @@ def walk(schema, prefix, root, out, seen_refs, depth=0):
     if isinstance(props, dict):
         for name, sub in props.items():
             path = prefix + [name]
-            out.add(".".join(path))
+            note(out, ".".join(path), sub)
             walk(sub, path, root, out, seen_refs, depth + 1)
     pats = schema.get("patternProperties")
     if isinstance(pats, dict):
@@ -78,26 +100,34 @@ def walk(schema, prefix, root, out, seen_refs, depth=0):
 
 
 def main():
-    d = sys.argv[1] if len(sys.argv) > 1 else os.path.join(REPO, "tests", "corpus", "harvest")
-    rows = set()
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    detail = "--detail" in sys.argv[1:]
+    d = args[0] if args else os.path.join(REPO, "tests", "corpus", "harvest")
+    rows = {}
     servers = tools = 0
     for fn in sorted(glob.glob(os.path.join(d, "*.json"))):
         with open(fn) as f:
             doc = json.load(f)
         servers += 1
         server = "%s:%s" % (doc.get("registry", "?"), doc.get("package", "?"))
+        version = str(doc.get("version", "?"))
         for tool in doc.get("tools") or []:
             if not isinstance(tool, dict):
                 continue
             tools += 1
             schema = tool.get("inputSchema") or tool.get("input_schema") or {}
-            paths = set()
+            paths = {}
             walk(schema, [], schema, paths, frozenset())
             name = str(tool.get("name", "")).replace("\t", " ").replace("\n", " ")
-            for p in paths:
-                rows.add((p.replace("\t", " ").replace("\n", " "), server, name))
-    for row in sorted(rows):
-        print("\t".join(row))
+            for p, (types, desc) in paths.items():
+                p = p.replace("\t", " ").replace("\n", " ")
+                rows[(p, server, name)] = (sorted(types), desc[0] if desc else "", version)
+    for (p, server, name), (types, desc, version) in sorted(rows.items()):
+        if detail:
+            print(json.dumps({"path": p, "server": server, "version": version, "tool": name,
+                              "types": types, "description": desc}, ensure_ascii=False))
+        else:
+            print("\t".join((p, server, name)))
     distinct = len({r[0] for r in rows})
     print("servers: %d, tools: %d, distinct paths: %d, rows: %d"
           % (servers, tools, distinct, len(rows)), file=sys.stderr)
