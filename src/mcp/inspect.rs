@@ -940,7 +940,8 @@ impl<'c> Inspector<'c> {
             };
             let in_names = names.iter().any(|r| r.contains(&idx));
             if let Some(hash) = key_hash {
-                if has_token(s) {
+                let long = !too_short_to_hold_one(s);
+                if long && has_token(s) {
                     return Some((
                         idx,
                         Finding {
@@ -951,7 +952,7 @@ impl<'c> Inspector<'c> {
                     ));
                 }
                 // A credential used as a key (`{"ghp_...": 1}`): refused, and not shown.
-                if let Some(format) = self.credential_format(s) {
+                if let Some(format) = long.then(|| self.credential_format(s)).flatten() {
                     return Some((
                         idx,
                         Finding {
@@ -1001,7 +1002,12 @@ impl<'c> Inspector<'c> {
             leaf: Leaf::Token,
             redact_key: false,
         };
-        if has_plain_token(s) {
+        if too_short_to_hold_one(s) {
+            // Nothing to find in it but JSON (`{"pwd":1}` is short).
+            if !may_hold_json(s.raw()) {
+                return None;
+            }
+        } else if has_plain_token(s) {
             return Some(token);
         }
         if let Some(format) = self.credential_format(s) {
@@ -1118,6 +1124,13 @@ impl<'c> Inspector<'c> {
         }
         None
     }
+}
+
+/// Shorter than any token of ours (in any encoding) and any credential format: decoding never
+/// lengthens a string, so the raw length decides. Most strings of a dense body are.
+#[inline]
+fn too_short_to_hold_one(s: JsonStr<'_>) -> bool {
+    s.raw().len() < MIN_FORMAT_LEN.min(MIN_TOKEN_LEN)
 }
 
 /// True when a string holds a token, judged on its decoded text. Only `\u` escapes can produce
