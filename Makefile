@@ -86,9 +86,9 @@ run: build envoy ## The local stack: guardctl :8081, demo MCP :8000, Envoy :1000
 	MCP_UPSTREAM=$(MCP_UPSTREAM) ENVOY=$(ENVOY) tools/run-local.sh
 
 FUZZ_SECONDS ?= 600
-fuzz: ## Fuzz the token grammar, the header scan and the body inspector, FUZZ_SECONDS (600) each, in parallel
+fuzz: ## Fuzz the token grammar, the header scan, the body inspector and the sync page decoder, FUZZ_SECONDS (600) each, in parallel
 	tools/fuzz.sh token $(FUZZ_SECONDS) & tools/fuzz.sh headers $(FUZZ_SECONDS) & \
-	  tools/fuzz.sh inspector $(FUZZ_SECONDS) & \
+	  tools/fuzz.sh inspector $(FUZZ_SECONDS) & tools/fuzz.sh sync_page $(FUZZ_SECONDS) & \
 	  ok=0; for job in $$(jobs -p); do wait $$job || ok=1; done; exit $$ok
 
 bench-deps: ## Install the load generator (wrk, from Debian) if missing
@@ -100,7 +100,7 @@ bench-wasm: rust-targets ## Build the benchmarks' no-op wasm filter (the floor) 
 bench: build bench-wasm envoy bench-deps ## Measure (about 12 min, 1M-key scale runs included); writes BENCHMARKS.md and bench/results.json
 	taskset -c 1 cargo run --profile native-release -p mcp-guard-bench
 
-bench-quick: build bench-wasm envoy bench-deps ## A 2-minute smoke run of the benchmark (figures not for README)
+bench-quick: build bench-wasm envoy bench-deps ## A 2-minute smoke run of the benchmark (figures not for the docs)
 	taskset -c 1 cargo run --profile native-release -p mcp-guard-bench -- --quick
 
 oci: wasm ## OCI image layout of the module in target/oci (Wasm image for Istio); prints the digest to pin

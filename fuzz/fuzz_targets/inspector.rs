@@ -366,9 +366,9 @@ fn walk_names(v: &J, level: usize) {
     match v {
         J::Object(map) => {
             for (k, child) in map {
-                // A category container is judged by its members (README, "Word roles").
+                // A category container is judged by its members (docs/body-policy.md, "Word roles").
                 let container = child.is_object() || child.is_array();
-                // A boolean or null carries nothing (README, "Word roles").
+                // A boolean or null carries nothing (docs/body-policy.md, "Word roles").
                 if child.is_boolean() || child.is_null() {
                     continue;
                 }

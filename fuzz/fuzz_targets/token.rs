@@ -8,14 +8,14 @@
 //! 3. `parse_token(t)` is `Some` iff `t` is a token; `is_valid_key_id` agrees with the grammar;
 //! 4. more than one `Authorization` value is always `Malformed`, none is `Missing`;
 //! 5. `contains_token_like(s)` is true for every `s` that contains a valid token (as any
-//!    substring), and only then; the inspector's scanner `mcp::text::contains_amt_token` agrees.
+//!    substring), and only then; the inspector's scanner `mcp_guard_protocol::token::contains_token` agrees.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use mcp_guard::auth::token::{
     contains_token_like, is_valid_key_id, parse_authorization, parse_token, CredentialError,
 };
-use mcp_guard::mcp::text::contains_amt_token;
+use mcp_guard_protocol::token::contains_token;
 
 mod common;
 use common::{ref_contains_token, ref_is_authorization, ref_is_token};
@@ -105,9 +105,9 @@ fn check_one(s: &str) {
         "contains_token_like true without a token: {s:?}"
     );
     assert_eq!(
-        contains_amt_token(s.as_bytes()),
+        contains_token(s.as_bytes()),
         contains,
-        "contains_amt_token disagrees with the grammar on {s:?}"
+        "contains_token disagrees with the grammar on {s:?}"
     );
     assert!(
         like || !contains || common::skipped("token_like_suffix"),

@@ -184,7 +184,7 @@ def write(dirname, name, data):
 
 
 def main():
-    for d in ("inspector", "token", "headers"):
+    for d in ("inspector", "token", "headers", "sync_page"):
         os.makedirs(os.path.join(HERE, d), exist_ok=True)
         for f in os.listdir(os.path.join(HERE, d)):
             if f.startswith("t-"):  # generated; regression seeds (other names) are kept
@@ -265,8 +265,37 @@ def main():
     for i, data in enumerate(header_cases):
         h = hashlib.sha1(data).hexdigest()[:8]
         write("headers", f"t-{i:03d}-{h}", data.replace(b"\\n", b"\n"))
+    # sync_page: 8 bytes of `since`, then a page (the shapes of protocol/src/sync.rs's tests).
+    h64 = b"8f434346648f6b96df89dda901c5176b10a6d83961dd3c1ac88b59b2dc327aa4"
+    up = lambda kid, v, org=b"demo": (b'{"key_id":"' + kid + b'","sha256":"' + h64 + b'","org":"' + org
+                                     + b'","role":"admin","expires_at":null,"version":' + v + b"}")
+    rev = lambda kid, v: b'{"key_id":"' + kid + b'","version":' + v + b"}"
+    pg = lambda epoch, v, ups=b"", revs=b"", more=b"false": (b'{"epoch":"' + epoch + b'","version":' + v
+                                                           + b',"more":' + more + b',"upserts":[' + ups
+                                                           + b'],"revocations":[' + revs + b"]}")
+    le = lambda n: n.to_bytes(8, "little")
+    sync_cases = [
+        le(0) + pg(b"e1", b"0"),
+        le(0) + b'{"epoch":"e1","version":3}',
+        le(5) + pg(b"e1", b"12", up(b"aaaaaaaa", b"11") + b"," + up(b"b" * 32, b"6"), rev(b"cccccccc", b"12"), b"true"),
+        le(20) + pg(b"e1", b"12", up(b"aaaaaaaa", b"11")),
+        le(6) + pg(b"e1", b"12", up(b"aaaaaaaa", b"6")),
+        le(0) + pg(b"e1", b"1", up(b"aaaaaaaa", b"1").replace(b'"org":"demo"', b'"org":"Demo"')),
+        le(0) + pg(b"e1", b"1", up(b"aaaaaaaa", b"1").replace(h64, h64.upper())),
+        le(0) + pg(b"e1", b"1", up(b"AAAAAAAA", b"1")),
+        le(0) + pg(b"e-1", b"1"),
+        le(0) + pg(b"e" * 65, b"1"),
+        le(0) + pg(b"e1", b"1").replace(b'"more"', b'"extra":1,"more"'),
+        le(0) + pg(b"e1", b"18446744073709551615", rev(b"cccccccc", b"18446744073709551615")),
+        le(0) + pg(b"e1", b"1") + b"trailing",
+        le(0) + b"[]",
+        b"",
+    ]
+    for i, data in enumerate(sync_cases):
+        h = hashlib.sha1(data).hexdigest()[:8]
+        write("sync_page", f"t-{i:03d}-{h}", data)
     print(f"inspector: {len(cases) + len(extra)} seeds, token: {len(token_cases)} seeds, "
-          f"headers: {len(header_cases)} seeds")
+          f"headers: {len(header_cases)} seeds, sync_page: {len(sync_cases)} seeds")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@
 use crate::token;
 use crate::validate;
 use anyhow::{anyhow, bail, Context};
+use mcp_guard_protocol::sync::Sha256;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fs::File;
@@ -61,13 +62,13 @@ pub fn check_row(mut row: ImportRow, now: i64) -> Result<ImportRow, String> {
     if !token::is_valid_key_id(&row.key_id) {
         return Err("key_id must be 8 to 32 characters of a-z and 0-9".to_string());
     }
-    if row.sha256.len() != 64 || !row.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+    let Some(sha256) = Sha256::from_hex(&row.sha256, false) else {
         return Err(
             "sha256 must be 64 hex digits: the SHA-256 of the whole token, never the token"
                 .to_string(),
         );
-    }
-    row.sha256.make_ascii_lowercase();
+    };
+    row.sha256 = sha256.to_hex();
     validate::check_label("org", &row.org)?;
     validate::check_label("role", &row.role)?;
     if let Some(expires_at) = row.expires_at {
@@ -87,21 +88,9 @@ pub fn check_row(mut row: ImportRow, now: i64) -> Result<ImportRow, String> {
     Ok(row)
 }
 
-/// True when `text` contains something of the token grammar: `amt_`, a key-id, `_`, and at
-/// least 32 secret characters.
+/// True when `text` contains something of the token grammar (the protocol's scanner).
 fn holds_token(text: &str) -> bool {
-    text.match_indices(token::TOKEN_PREFIX).any(|(at, prefix)| {
-        let rest = &text[at + prefix.len()..];
-        let key_id_len = rest
-            .bytes()
-            .take_while(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-            .count();
-        let Some(secret) = rest[key_id_len..].strip_prefix('_') else {
-            return false;
-        };
-        let secret_len = secret.bytes().take_while(u8::is_ascii_alphanumeric).count();
-        (8..=32).contains(&key_id_len) && secret_len >= 32
-    })
+    mcp_guard_protocol::token::contains_token(text.as_bytes())
 }
 
 /// Parses one line of an import file (JSON Lines). Messages never quote the line: it might hold

@@ -92,7 +92,7 @@ Use \"guardctl keys <command> --help\" for more information about a command.";
     version,
     about = "guardctl controls mcp-guard's API keys: it issues them, keeps their SHA-256 hashes in \
         SQLite and serves them to every mcp-guard proxy.\n\n\
-        Find more information at: README.md (section \"guardctl\") and docs/protocol.md",
+        Find more information at: docs/guardctl.md and docs/protocol.md",
     help_template = ROOT_HELP,
     propagate_version = true
 )]

@@ -3,54 +3,26 @@
 
 use crate::metrics::SyncResult;
 use crate::server::{ApiError, AppState, Peer};
-use crate::store::{Store, StoreResult};
+use crate::store::{Store, StoreError, StoreResult};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::header::CACHE_CONTROL;
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use mcp_guard_protocol::sync::{Revocation, Sha256, SyncPage, Upsert};
+use serde::Deserialize;
 use std::time::{Duration, Instant};
 use tracing::debug;
 
-/// Longest a long-poll is held open, whatever the proxy asks for.
-pub const MAX_WAIT_MS: u64 = 60_000;
-
-/// One answer of the sync API.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct KeysetPage {
-    pub epoch: String,
-    /// The version the proxy has after applying this page; it asks next with `since=<version>`.
-    pub version: u64,
-    /// More changes are waiting: ask again at once.
-    pub more: bool,
-    pub upserts: Vec<Upsert>,
-    pub revocations: Vec<Revocation>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Upsert {
-    pub key_id: String,
-    pub sha256: String,
-    pub org: String,
-    pub role: String,
-    pub expires_at: Option<i64>,
-    pub version: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Revocation {
-    pub key_id: String,
-    pub version: u64,
-}
+pub use mcp_guard_protocol::sync::MAX_WAIT_MS;
 
 /// Reads the page of changes after `since` (at most `page_size` of them).
 ///
 /// A `since` beyond the newest version means the proxy knows a database this one is not (a
 /// restored backup): it gets the same answer as `since=0`, whose lower `version` tells it to
 /// reload from scratch.
-pub fn read_page(store: &Store, since: u64, page_size: usize) -> StoreResult<KeysetPage> {
+pub fn read_page(store: &Store, since: u64, page_size: usize) -> StoreResult<SyncPage> {
     let page_size = page_size.max(1);
     // One extra row tells whether anything lies beyond this page.
     let mut read = store.changes_since(since, page_size.saturating_add(1))?;
@@ -70,10 +42,16 @@ pub fn read_page(store: &Store, since: u64, page_size: usize) -> StoreResult<Key
         match change.hash_row {
             Some(row) => upserts.push(Upsert {
                 key_id: change.key_id,
-                sha256: row.sha256,
+                sha256: Sha256::from_hex(&row.sha256, true).ok_or_else(|| {
+                    StoreError::Unusable(format!(
+                        "hash row of version {} is not hex",
+                        change.version
+                    ))
+                })?,
                 org: row.org,
                 role: row.role,
-                expires_at: row.expires_at,
+                // Stored as SQLite integers; a key never expires before 1970.
+                expires_at: row.expires_at.map(|at| u64::try_from(at).unwrap_or(0)),
                 version: change.version,
             }),
             // Revocations, and upserts of keys revoked since: their hash is gone for good.
@@ -83,7 +61,7 @@ pub fn read_page(store: &Store, since: u64, page_size: usize) -> StoreResult<Key
             }),
         }
     }
-    Ok(KeysetPage {
+    Ok(SyncPage {
         epoch: store.epoch().to_string(),
         version,
         more,
@@ -160,7 +138,7 @@ pub async fn keyset(
 async fn answer(
     state: &AppState,
     query: Result<Query<KeysetQuery>, QueryRejection>,
-) -> Result<(KeysetPage, SyncResult), ApiError> {
+) -> Result<(SyncPage, SyncResult), ApiError> {
     let Query(query) =
         query.map_err(|_| ApiError::bad_request("malformed query string (since, wait_ms)"))?;
     let params = parse_params(&query).map_err(ApiError::bad_request)?;
@@ -179,7 +157,7 @@ async fn answer(
             state.read(Store::current_version).await?
         };
         if since == current && !wait_for_newer(state, &mut versions, since, params.wait).await {
-            let page = KeysetPage {
+            let page = SyncPage {
                 epoch: state.epoch().to_string(),
                 version: since,
                 more: false,
@@ -302,7 +280,7 @@ mod tests {
             page.upserts,
             vec![Upsert {
                 key_id: b.info.key_id.clone(),
-                sha256: b.token.sha256.clone(),
+                sha256: Sha256::from_hex(&b.token.sha256, true).unwrap(),
                 org: "acme".into(),
                 role: "reader".into(),
                 expires_at: Some(1_800_000_000),

@@ -1,4 +1,4 @@
-//! API key tokens: `amt_<key-id>_<secret>` (see docs/protocol.md, "Tokens and hash rows").
+//! Issuing API key tokens of the protocol's grammar (`mcp_guard_protocol::token`).
 //!
 //! guardctl only ever keeps the SHA-256 of a token; the plaintext leaves this module once, in the
 //! answer to the create request.
@@ -7,15 +7,11 @@ use rand::Rng;
 use sha2::{Digest, Sha256};
 use std::fmt;
 
-/// Every token starts with this prefix; the proxy rejects anything else before hashing.
-pub const TOKEN_PREFIX: &str = "amt_";
-/// Length of the key-ids guardctl issues (the grammar accepts 8 to 32).
-pub const KEY_ID_LEN: usize = 12;
-/// Length of the secrets guardctl issues: 43 base62 characters carry just over 256 bits.
-pub const SECRET_LEN: usize = 43;
-
-const KEY_ID_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-const BASE62_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+use mcp_guard_protocol::sync::Sha256 as Sha256Hash;
+pub use mcp_guard_protocol::token::is_valid_key_id;
+use mcp_guard_protocol::token::{
+    format_token, ISSUED_KEY_ID_LEN, ISSUED_SECRET_LEN, KEY_ID_ALPHABET, SECRET_ALPHABET,
+};
 
 /// A freshly generated token together with the hash row that represents it.
 pub struct NewToken {
@@ -39,9 +35,10 @@ impl fmt::Debug for NewToken {
 
 /// Draws a new token from the thread-local CSPRNG (ChaCha, seeded and reseeded from the OS).
 pub fn generate_token() -> NewToken {
-    let key_id = random_string(KEY_ID_ALPHABET, KEY_ID_LEN);
-    let secret = random_string(BASE62_ALPHABET, SECRET_LEN);
-    let token = format!("{TOKEN_PREFIX}{key_id}_{secret}");
+    let key_id = random_string(KEY_ID_ALPHABET, ISSUED_KEY_ID_LEN);
+    let secret = random_string(SECRET_ALPHABET, ISSUED_SECRET_LEN);
+    // Both parts are drawn from the grammar's alphabets at issued lengths, so this never fails.
+    let token = format_token(&key_id, &secret).unwrap_or_default();
     let sha256 = sha256_hex(token.as_bytes());
     NewToken {
         key_id,
@@ -52,7 +49,7 @@ pub fn generate_token() -> NewToken {
 
 /// A random base62 string, used for secrets and for the admin token.
 pub fn random_base62(len: usize) -> String {
-    random_string(BASE62_ALPHABET, len)
+    random_string(SECRET_ALPHABET, len)
 }
 
 /// A random lowercase hex string of `len` characters (the database epoch).
@@ -60,19 +57,9 @@ pub fn random_hex(len: usize) -> String {
     random_string(b"0123456789abcdef", len)
 }
 
-/// Lowercase hex SHA-256 of `data`.
+/// Lowercase hex SHA-256 of `data`, as the hash row holds it.
 pub fn sha256_hex(data: &[u8]) -> String {
-    to_hex(&Sha256::digest(data))
-}
-
-fn to_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
-    }
-    out
+    Sha256Hash(Sha256::digest(data).into()).to_hex()
 }
 
 fn random_string(alphabet: &[u8], len: usize) -> String {
@@ -81,14 +68,6 @@ fn random_string(alphabet: &[u8], len: usize) -> String {
     (0..len)
         .map(|_| char::from(alphabet[rng.random_range(0..alphabet.len())]))
         .collect()
-}
-
-/// True when `key_id` matches the key-id grammar `[a-z0-9]{8,32}`.
-pub fn is_valid_key_id(key_id: &str) -> bool {
-    (8..=32).contains(&key_id.len())
-        && key_id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 #[cfg(test)]
@@ -100,14 +79,13 @@ mod tests {
     fn generated_token_matches_the_grammar() {
         for _ in 0..200 {
             let new = generate_token();
-            assert_eq!(new.key_id.len(), KEY_ID_LEN);
-            assert!(is_valid_key_id(&new.key_id));
-            let rest = new.token.strip_prefix(TOKEN_PREFIX).unwrap_or_default();
-            let (key_id, secret) = rest.split_once('_').unwrap_or_default();
-            assert_eq!(key_id, new.key_id);
-            assert_eq!(secret.len(), SECRET_LEN);
-            assert!(secret.bytes().all(|b| b.is_ascii_alphanumeric()));
-            assert_eq!(new.token.len(), 4 + KEY_ID_LEN + 1 + SECRET_LEN);
+            assert_eq!(new.key_id.len(), ISSUED_KEY_ID_LEN);
+            let parsed = mcp_guard_protocol::token::parse_token(&new.token);
+            assert_eq!(parsed.map(|t| t.key_id()), Some(new.key_id.as_str()));
+            assert_eq!(
+                new.token.len(),
+                4 + ISSUED_KEY_ID_LEN + 1 + ISSUED_SECRET_LEN
+            );
         }
     }
 
@@ -142,15 +120,5 @@ mod tests {
         let shown = format!("{new:?}");
         assert!(!shown.contains(&new.token));
         assert!(shown.contains(&new.key_id));
-    }
-
-    #[test]
-    fn key_id_grammar() {
-        assert!(is_valid_key_id("abcd1234"));
-        assert!(is_valid_key_id(&"a".repeat(32)));
-        assert!(!is_valid_key_id("abc1234"));
-        assert!(!is_valid_key_id(&"a".repeat(33)));
-        assert!(!is_valid_key_id("ABCD1234"));
-        assert!(!is_valid_key_id("abcd_1234"));
     }
 }

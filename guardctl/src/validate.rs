@@ -3,28 +3,21 @@
 //! The messages are returned to the client as-is, so they name the rule and never echo
 //! large or hostile input back verbatim.
 
+use mcp_guard_protocol::label::{is_valid_label, LABEL_RULE};
+
 /// Longest key lifetime accepted: 100 years. Keeps `expires_at` far from integer overflow
 /// and catches unit mistakes (milliseconds sent as seconds).
 pub const MAX_EXPIRES_IN_SECONDS: i64 = 100 * 365 * 24 * 60 * 60;
 /// Longest key name, in characters.
 pub const MAX_NAME_CHARS: usize = 128;
 
-/// Checks an org or role name against `^[a-z0-9][a-z0-9-]{0,62}$`.
-/// `what` is "org" or "role" and only shapes the message.
+/// Checks an org or role name against the protocol's label grammar. `what` is "org" or
+/// "role" and only shapes the message.
 pub fn check_label(what: &str, value: &str) -> Result<(), String> {
-    let bytes = value.as_bytes();
-    let first_ok = bytes
-        .first()
-        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    let rest_ok = bytes
-        .iter()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
-    if first_ok && rest_ok && bytes.len() <= 63 {
+    if is_valid_label(value) {
         Ok(())
     } else {
-        Err(format!(
-            "{what} must be 1 to 63 characters of a-z, 0-9 and '-', starting with a letter or digit"
-        ))
+        Err(format!("{what} must be {LABEL_RULE}"))
     }
 }
 

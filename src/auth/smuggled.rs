@@ -25,7 +25,7 @@
 
 use std::borrow::Cow;
 
-use crate::mcp::text::{contains_amt_token, MIN_TOKEN_LEN};
+use mcp_guard_protocol::token::{contains_token, MIN_TOKEN_LEN};
 
 /// Percent-decoding rounds tried (a value decoded once more than this is not looked at).
 pub const MAX_PERCENT_ROUNDS: usize = 3;
@@ -38,13 +38,23 @@ pub const REDACTED: &str = "[redacted]";
 
 /// True when `value` holds a token, as sent or after the decodings in the module docs.
 pub fn holds_token(value: &str) -> bool {
+    holds_token_after(value, false)
+}
+
+/// [`holds_token`] for a caller that has already looked for the token as sent.
+pub fn holds_encoded_token(value: &str) -> bool {
+    holds_token_after(value, true)
+}
+
+fn holds_token_after(value: &str, plain_checked: bool) -> bool {
     let bytes = value.as_bytes();
     // Every encoding above is at least as long as the token itself.
     if bytes.len() < MIN_TOKEN_LEN {
         return false;
     }
     let traits = Traits::of(bytes);
-    if form_holds_token(bytes, traits) {
+    let as_sent = !plain_checked && contains_token(bytes);
+    if as_sent || encoded_form_holds_token(bytes, traits) {
         return true;
     }
     if !traits.has(Traits::PERCENT) {
@@ -94,12 +104,17 @@ impl Traits {
 
 /// One form of a value: as it is, with backslash escapes undone, and base64 of either.
 fn form_holds_token(bytes: &[u8], traits: Traits) -> bool {
-    if contains_amt_token(bytes) || base64_holds_token(bytes, traits) {
+    contains_token(bytes) || encoded_form_holds_token(bytes, traits)
+}
+
+/// [`form_holds_token`] but for the token as it is.
+fn encoded_form_holds_token(bytes: &[u8], traits: Traits) -> bool {
+    if base64_holds_token(bytes, traits) {
         return true;
     }
     traits.has(Traits::BACKSLASH)
         && unescape(bytes)
-            .is_some_and(|u| contains_amt_token(&u) || base64_holds_token(&u, Traits::of(&u)))
+            .is_some_and(|u| contains_token(&u) || base64_holds_token(&u, Traits::of(&u)))
 }
 
 /// Backslash escapes undone: `\uXXXX` (JSON), `\ooo` (octal), `\c` (any other character
@@ -251,9 +266,9 @@ fn base64_runs_hold_token(bytes: &[u8]) -> bool {
             for skip in 0..4 {
                 decoded.clear();
                 decode_base64_quads(whole.get(skip..).unwrap_or_default(), &mut decoded);
-                if contains_amt_token(&decoded)
+                if contains_token(&decoded)
                     || (decoded.contains(&b'%')
-                        && percent_decode(&decoded).is_some_and(|d| contains_amt_token(&d)))
+                        && percent_decode(&decoded).is_some_and(|d| contains_token(&d)))
                 {
                     return true;
                 }

@@ -1,39 +1,18 @@
-//! The credential grammar, enforced before any lookup.
+//! The `Authorization` header, enforced before any lookup. The token grammar itself is the
+//! protocol's (`mcp_guard_protocol::token`, re-exported here).
 //!
 //! ```text
 //! authorization = "Bearer" SP token          ; scheme case-insensitive, exactly one space
-//! token         = "amt_" key-id "_" secret
-//! key-id        = 8*32 ( %x61-7A / DIGIT )     ; a-z 0-9
-//! secret        = 32*64 ( ALPHA / DIGIT )      ; A-Z a-z 0-9
 //! ```
 //! Anything else (other schemes, tabs, extra spaces, commas, non-ASCII, over-long values) is
 //! malformed. The length is capped before anything else so a 10 KB header costs nothing.
 
-pub const PREFIX: &str = "amt_";
-pub const KEY_ID_LEN: core::ops::RangeInclusive<usize> = 8..=32;
-pub const SECRET_LEN: core::ops::RangeInclusive<usize> = 32..=64;
-pub const MAX_TOKEN_LEN: usize = PREFIX.len() + 32 + 1 + 64;
+pub use mcp_guard_protocol::token::{
+    is_valid_key_id, parse_token, Token, KEY_ID_LEN, MAX_TOKEN_LEN, PREFIX, SECRET_LEN,
+};
+
 const SCHEME: &str = "Bearer";
 pub const MAX_AUTHORIZATION_LEN: usize = SCHEME.len() + 1 + MAX_TOKEN_LEN;
-
-/// A syntactically valid token. Borrowed: the secret is never copied out of the header value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Token<'a> {
-    whole: &'a str,
-    key_id: &'a str,
-}
-
-impl<'a> Token<'a> {
-    /// The whole token (`amt_<key-id>_<secret>`): the input of the hash, never logged.
-    pub fn as_str(&self) -> &'a str {
-        self.whole
-    }
-
-    /// The key-id: the only part of a credential that may appear in logs.
-    pub fn key_id(&self) -> &'a str {
-        self.key_id
-    }
-}
 
 /// Why a credential was rejected before any lookup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,39 +43,12 @@ fn parse_bearer(value: &str) -> Option<Token<'_>> {
     parse_token(rest.strip_prefix(' ')?)
 }
 
-/// Parses a bare token (`amt_<key-id>_<secret>`).
-pub fn parse_token(token: &str) -> Option<Token<'_>> {
-    if token.len() > MAX_TOKEN_LEN {
-        return None;
-    }
-    let body = token.strip_prefix(PREFIX)?;
-    let (key_id, secret) = body.split_once('_')?;
-    let key_id_ok = KEY_ID_LEN.contains(&key_id.len())
-        && key_id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    let secret_ok =
-        SECRET_LEN.contains(&secret.len()) && secret.bytes().all(|b| b.is_ascii_alphanumeric());
-    (key_id_ok && secret_ok).then_some(Token {
-        whole: token,
-        key_id,
-    })
-}
-
-/// True when a key-id has the grammar's shape (used to validate sync input).
-pub fn is_valid_key_id(key_id: &str) -> bool {
-    KEY_ID_LEN.contains(&key_id.len())
-        && key_id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-}
-
 /// True when a string contains something shaped like one of our tokens: used to refuse credentials
 /// smuggled in the query string, where they would be logged by every hop.
 pub fn contains_token_like(text: &str) -> bool {
-    // The body inspector's scanner: it also finds a token followed by more word characters
+    // The protocol's scanner: it also finds a token followed by more word characters
     // (`?t=<token>_x`), which a whole-run match would miss.
-    crate::mcp::text::contains_amt_token(text.as_bytes())
+    mcp_guard_protocol::token::contains_token(text.as_bytes())
 }
 
 #[cfg(test)]

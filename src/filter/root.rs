@@ -190,7 +190,7 @@ impl GuardRoot {
             Ok(body) => body.unwrap_or_default(),
             Err(_) => return self.failed("cannot read the answer"),
         };
-        let page = match parse_page(&body) {
+        let page = match parse_page(&body, since) {
             Ok(page) => page,
             Err(e) => return self.failed(&e.to_string()),
         };

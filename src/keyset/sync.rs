@@ -1,45 +1,15 @@
 //! The proxy side of guardctl's key-set sync protocol (docs/protocol.md): parse one page and apply
 //! it to shared data. Pure logic over [`SharedStore`]; the root context only moves bytes.
 
-use serde::Deserialize;
+use mcp_guard_protocol::sync::SyncPage;
 
 use super::record::{Entry, KeyRecord, VersionedEntry};
 use super::state::{Cursor, ServingState};
 use super::store::{Keys, SharedStore, StoreError};
-use crate::auth::token::is_valid_key_id;
-use crate::config::is_valid_name;
-
-#[derive(Debug, Deserialize)]
-pub struct SyncPage {
-    pub epoch: String,
-    pub version: u64,
-    #[serde(default)]
-    pub more: bool,
-    #[serde(default)]
-    upserts: Vec<Upsert>,
-    #[serde(default)]
-    revocations: Vec<Revocation>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Upsert {
-    key_id: String,
-    sha256: String,
-    org: String,
-    role: String,
-    expires_at: Option<u64>,
-    version: u64,
-}
-
-#[derive(Debug, Deserialize)]
-struct Revocation {
-    key_id: String,
-    version: u64,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncError {
-    /// The body is not a valid page (bad JSON, bad field, version outside the page).
+    /// The body is not a valid page (`mcp_guard_protocol::sync`: shape, field rules, versions).
     BadPage,
     Store(StoreError),
 }
@@ -72,15 +42,9 @@ pub enum Outcome {
     Stale,
 }
 
-pub fn parse_page(body: &[u8]) -> Result<SyncPage, SyncError> {
-    let page: SyncPage = serde_json::from_slice(body).map_err(|_| SyncError::BadPage)?;
-    let epoch_ok = !page.epoch.is_empty()
-        && page.epoch.len() <= 64
-        && page.epoch.bytes().all(|b| b.is_ascii_alphanumeric());
-    if !epoch_ok {
-        return Err(SyncError::BadPage);
-    }
-    Ok(page)
+/// Decodes the answer to `?since=<asked_since>` with the protocol's rules.
+pub fn parse_page(body: &[u8], asked_since: u64) -> Result<SyncPage, SyncError> {
+    SyncPage::decode(body, asked_since).map_err(|_| SyncError::BadPage)
 }
 
 /// The version to ask for next.
@@ -103,8 +67,8 @@ pub fn apply_page(
     let (serving, _) = ServingState::read(store, keys.state())?;
 
     let first_load = cursor.generation == 0;
-    let epoch_changed = !first_load && cursor.epoch != page.epoch;
-    if epoch_changed || page.version < asked_since {
+    let applied_epoch = (!first_load).then_some(cursor.epoch.as_str());
+    if page.starts_another_history(asked_since, applied_epoch) {
         let fresh = Cursor {
             generation: cursor.generation.max(serving.generation).saturating_add(1),
             version: 0,
@@ -121,7 +85,7 @@ pub fn apply_page(
         cursor.epoch = page.epoch.clone();
     }
 
-    let entries = validated_entries(page, asked_since)?;
+    let entries = validated_entries(page);
     for (key_id, entry) in &entries {
         write_if_newer(store, &keys.key(cursor.generation, key_id), entry)?;
     }
@@ -139,49 +103,31 @@ pub fn apply_page(
     Ok(Outcome::Applied { caught_up })
 }
 
-fn validated_entries(
-    page: &SyncPage,
-    since: u64,
-) -> Result<Vec<(&str, VersionedEntry)>, SyncError> {
-    let in_page = |version: u64| version > since && version <= page.version;
-    let mut entries = Vec::with_capacity(page.upserts.len() + page.revocations.len());
-    for upsert in &page.upserts {
-        let valid = in_page(upsert.version)
-            && is_valid_key_id(&upsert.key_id)
-            && is_valid_name(&upsert.org)
-            && is_valid_name(&upsert.role);
-        let sha256 = decode_sha256_hex(&upsert.sha256).filter(|_| valid);
-        let Some(sha256) = sha256 else {
-            return Err(SyncError::BadPage);
-        };
+/// The page's entries (already checked by the decoder), oldest change first.
+fn validated_entries(page: &SyncPage) -> Vec<(&str, VersionedEntry)> {
+    let upserts = page.upserts.iter().map(|upsert| {
         let record = KeyRecord {
-            sha256,
+            sha256: upsert.sha256.0,
             expires_at: upsert.expires_at,
             org: upsert.org.clone(),
             role: upsert.role.clone(),
         };
-        entries.push((
-            upsert.key_id.as_str(),
-            VersionedEntry {
-                version: upsert.version,
-                entry: Entry::Active(record),
-            },
-        ));
-    }
-    for revocation in &page.revocations {
-        if !in_page(revocation.version) || !is_valid_key_id(&revocation.key_id) {
-            return Err(SyncError::BadPage);
-        }
-        entries.push((
-            revocation.key_id.as_str(),
-            VersionedEntry {
-                version: revocation.version,
-                entry: Entry::Revoked,
-            },
-        ));
-    }
+        let entry = VersionedEntry {
+            version: upsert.version,
+            entry: Entry::Active(record),
+        };
+        (upsert.key_id.as_str(), entry)
+    });
+    let revocations = page.revocations.iter().map(|revocation| {
+        let entry = VersionedEntry {
+            version: revocation.version,
+            entry: Entry::Revoked,
+        };
+        (revocation.key_id.as_str(), entry)
+    });
+    let mut entries: Vec<_> = upserts.chain(revocations).collect();
     entries.sort_by_key(|(_, entry)| entry.version);
-    Ok(entries)
+    entries
 }
 
 /// Writes `entry` unless the stored entry comes from the same or a newer change: a stale page
@@ -237,23 +183,6 @@ fn update_serving_state(
     Err(StoreError::CasMismatch)
 }
 
-fn decode_sha256_hex(hex: &str) -> Option<[u8; 32]> {
-    let bytes = hex.as_bytes();
-    if bytes.len() != 64 {
-        return None;
-    }
-    let nibble = |b: u8| match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        _ => None,
-    };
-    let mut out = [0u8; 32];
-    for (i, pair) in bytes.chunks_exact(2).enumerate() {
-        out[i] = (nibble(pair[0])? << 4) | nibble(pair[1])?;
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,13 +199,16 @@ mod tests {
     fn revoke(id: &str, version: u64) -> String {
         format!(r#"{{"key_id":"{id}","version":{version}}}"#)
     }
-    fn page(epoch: &str, version: u64, more: bool, ups: &[String], revs: &[String]) -> SyncPage {
-        let body = format!(
+    fn body(epoch: &str, version: u64, more: bool, ups: &[String], revs: &[String]) -> String {
+        format!(
             r#"{{"epoch":"{epoch}","version":{version},"more":{more},"upserts":[{}],"revocations":[{}]}}"#,
             ups.join(","),
             revs.join(",")
-        );
-        parse_page(body.as_bytes()).unwrap()
+        )
+    }
+    /// A page as the decoder gives it (the tests of the apply step send pages of any `since`).
+    fn page(epoch: &str, version: u64, more: bool, ups: &[String], revs: &[String]) -> SyncPage {
+        serde_json::from_str(&body(epoch, version, more, ups, revs)).unwrap()
     }
     fn sync(store: &MemoryStore, keys: &Keys, p: &SyncPage) -> Outcome {
         let since = next_since(store, keys).unwrap();
@@ -451,25 +383,18 @@ mod tests {
             r#"{"epoch":"","version":1}"#.to_string(),
             r#"{"epoch":"e 1","version":1}"#.to_string(),
             r#"{"version":1}"#.to_string(),
-        ];
-        for body in &bad {
-            assert!(parse_page(body.as_bytes()).is_err(), "{body}");
-        }
-        let store = MemoryStore::default();
-        let keys = Keys::new("guardctl");
-        let bad_entries = [
-            page("e1", 1, false, &[upsert("aaaaaaaa", 2)], &[]),
-            page("e1", 1, false, &[upsert("AAAAAAAA", 1)], &[]),
-            page("e1", 1, false, &[upsert("aaaaaaaa", 0)], &[]),
-            page("e1", 1, false, &[], &[revoke("a", 1)]),
-            page(
+            body("e1", 1, false, &[upsert("aaaaaaaa", 2)], &[]),
+            body("e1", 1, false, &[upsert("AAAAAAAA", 1)], &[]),
+            body("e1", 1, false, &[upsert("aaaaaaaa", 0)], &[]),
+            body("e1", 1, false, &[], &[revoke("a", 1)]),
+            body(
                 "e1",
                 1,
                 false,
                 &[upsert("aaaaaaaa", 1).replace(HASH, &HASH.to_uppercase())],
                 &[],
             ),
-            page(
+            body(
                 "e1",
                 1,
                 false,
@@ -477,18 +402,10 @@ mod tests {
                 &[],
             ),
         ];
-        for p in &bad_entries {
-            assert_eq!(apply_page(&store, &keys, 0, p, 1), Err(SyncError::BadPage));
+        for b in &bad {
+            assert_eq!(parse_page(b.as_bytes(), 0), Err(SyncError::BadPage), "{b}");
         }
-        assert_eq!(store.entry_count(), 0, "nothing written from a bad page");
-    }
-
-    #[test]
-    fn sha256_hex_decoding() {
-        let decoded = decode_sha256_hex(HASH).unwrap();
-        assert_eq!(decoded[0], 0x8f);
-        assert_eq!(decoded[31], 0xa4);
-        assert!(decode_sha256_hex(&HASH[..63]).is_none());
-        assert!(decode_sha256_hex(&HASH.replace('8', "g")).is_none());
+        let good = body("e1", 1, false, &[upsert("aaaaaaaa", 1)], &[]);
+        assert!(parse_page(good.as_bytes(), 0).is_ok());
     }
 }

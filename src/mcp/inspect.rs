@@ -54,13 +54,14 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
-use crate::auth::smuggled::holds_token;
+use crate::auth::smuggled::{holds_encoded_token, holds_token};
 
 use super::formats::{find_format_from, Format, FormatAction, FormatPolicy, MIN_FORMAT_LEN};
 use super::json::{self, same_bytes, Document, JsonStr, Kind, ParseOptions, Value};
 use super::names::is_container_rule;
 use super::names::{NamePolicy, NameScratch};
-use super::text::{contains_amt_token, fold_str_into, json_escape_into, MIN_TOKEN_LEN};
+use super::text::{fold_str_into, json_escape_into};
+use mcp_guard_protocol::token::{contains_token, MIN_TOKEN_LEN};
 
 pub const HTTP_BAD_REQUEST: u16 = 400;
 /// JSON-RPC: invalid JSON.
@@ -288,7 +289,7 @@ pub fn check_param_header(header_name: &str, value: &str, config: &InspectConfig
         return Verdict::Allow;
     }
     let name = header_name.get(PREFIX.len()..).unwrap_or_default();
-    let token_in_name = contains_amt_token(header_name.as_bytes());
+    let token_in_name = contains_token(header_name.as_bytes());
     let mut path = String::from("header:");
     if token_in_name {
         path.push_str("mcp-param-[?]");
@@ -313,10 +314,10 @@ pub fn check_param_header(header_name: &str, value: &str, config: &InspectConfig
     }
     let decoded = decode_header_value(value);
     let has_token = token_in_name
-        || contains_amt_token(value.as_bytes())
+        || contains_token(value.as_bytes())
         || decoded
             .as_deref()
-            .is_some_and(|d| contains_amt_token(d.as_bytes()));
+            .is_some_and(|d| contains_token(d.as_bytes()));
     if has_token {
         return Verdict::Reject(Rejection {
             kind: RejectKind::SecretValue,
@@ -1018,7 +1019,7 @@ impl<'c> Inspector<'c> {
             });
         }
         if !may_hold_json(s.raw()) {
-            return has_encoded_token(s).then_some(token);
+            return has_encoded_token_only(s).then_some(token);
         }
         // Decode into this level's reusable buffer (taken out while the text is inspected).
         let mut text = self
@@ -1095,7 +1096,7 @@ impl<'c> Inspector<'c> {
         };
         if text.contains('\\') {
             let unescaped = loose_unescape(text);
-            if contains_amt_token(unescaped.as_bytes()) {
+            if contains_token(unescaped.as_bytes()) {
                 return found(vec![Seg::Json], Leaf::Token);
             }
             // Formats behind any level of escaping (the text itself was scanned already).
@@ -1145,8 +1146,8 @@ fn has_plain_token(s: JsonStr<'_>) -> bool {
     // Decoding never lengthens a string: shorter raw text cannot hold a token.
     let raw = s.raw();
     raw.len() >= MIN_TOKEN_LEN
-        && (contains_amt_token(raw.as_bytes())
-            || (s.is_escaped() && contains_amt_token(s.decode().as_bytes())))
+        && (contains_token(raw.as_bytes())
+            || (s.is_escaped() && contains_token(s.decode().as_bytes())))
 }
 
 /// A token encoded the ways a server might decode a value (percent-encoding in a URL, base64,
@@ -1157,8 +1158,16 @@ fn has_encoded_token(s: JsonStr<'_>) -> bool {
     raw.len() >= MIN_TOKEN_LEN && (holds_token(raw) || (s.is_escaped() && holds_token(&s.decode())))
 }
 
+/// [`has_encoded_token`] for a string [`has_plain_token`] has already cleared.
+fn has_encoded_token_only(s: JsonStr<'_>) -> bool {
+    let raw = s.raw();
+    raw.len() >= MIN_TOKEN_LEN
+        && (holds_encoded_token(raw) || (s.is_escaped() && holds_encoded_token(&s.decode())))
+}
+
 /// Cheap test on the raw (escaped) text: after JSON whitespace, written or escaped, does it start
 /// with `{`, `[`, `"` (written as `\"`) or a `\u` escape?
+#[inline]
 fn may_hold_json(raw: &str) -> bool {
     let b = raw.as_bytes();
     let mut i = 0;
@@ -1550,7 +1559,7 @@ fn push_sanitized(s: &str, max_chars: usize, out: &mut String) {
 }
 
 fn sanitize_tool(name: &str) -> String {
-    if contains_amt_token(name.as_bytes()) {
+    if contains_token(name.as_bytes()) {
         return "[?]".to_string();
     }
     let mut out = String::new();

@@ -1,5 +1,5 @@
 //! Character-level helpers shared by the JSON parser, the name policy and the inspector:
-//! case folding, the set of characters refused in key names, and the `amt_` token scanner.
+//! case folding, the set of characters refused in key names, JSON string escaping.
 //!
 //! # Case folding
 //!
@@ -21,8 +21,6 @@
 //!
 //! Turkic (locale-specific) folds are not applied. No compatibility normalisation (NFKC) is done
 //! here; the name policy separately maps fullwidth ASCII (U+FF01–U+FF5E) to ASCII.
-
-use crate::auth::token::{KEY_ID_LEN, PREFIX, SECRET_LEN};
 
 /// Appends the case fold of `c` to `out`.
 #[inline]
@@ -117,57 +115,6 @@ const FORBIDDEN_KEY_RANGES: &[(u32, u32)] = &[
     (0xE0000, 0xE0FFF), // tags (Cf) and variation selectors supplement
 ];
 
-/// The shortest token [`contains_amt_token`] finds.
-pub const MIN_TOKEN_LEN: usize = PREFIX.len() + *KEY_ID_LEN.start() + 1 + *SECRET_LEN.start();
-
-/// True when the bytes contain a token of our own grammar: `amt_` + key-id (8–32 of `[a-z0-9]`,
-/// ending at `_`) + `_` + at least 32 of `[A-Za-z0-9]`. Stricter than the credential grammar on
-/// purpose: a secret run longer than 64 still counts, and the token may sit anywhere (no word
-/// boundary needed), so `xamt_...`, `"Bearer amt_..."` and `amt_..._...tail` are all caught.
-pub fn contains_amt_token(s: &[u8]) -> bool {
-    let n = s.len();
-    if n < MIN_TOKEN_LEN {
-        return false;
-    }
-    debug_assert_eq!(PREFIX, "amt_");
-    // Horspool over the 4-byte pattern "amt_": look at the pattern's last position first.
-    let mut i = 0usize;
-    while let Some(&last) = s.get(i + 3) {
-        i += match last {
-            b'_' => {
-                if s.get(i..i + 3) == Some(b"amt") && token_at(s, i + 4) {
-                    return true;
-                }
-                4
-            }
-            b't' => 1,
-            b'm' => 2,
-            b'a' => 3,
-            _ => 4,
-        };
-    }
-    false
-}
-
-/// `s[at..]` starts with `key-id "_" secret`.
-fn token_at(s: &[u8], at: usize) -> bool {
-    let tail = s.get(at..).unwrap_or_default();
-    let id_len = tail
-        .iter()
-        .take_while(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        .count();
-    if !KEY_ID_LEN.contains(&id_len) || tail.get(id_len) != Some(&b'_') {
-        return false;
-    }
-    let secret = tail.get(id_len + 1..).unwrap_or_default();
-    let secret_len = secret
-        .iter()
-        .take(*SECRET_LEN.start())
-        .take_while(|b| b.is_ascii_alphanumeric())
-        .count();
-    secret_len >= *SECRET_LEN.start()
-}
-
 /// Appends `s` to `out` as the inside of a JSON string literal. Escapes quotes, backslashes,
 /// controls, DEL and U+2028/U+2029 (which break JavaScript embedding).
 pub fn json_escape_into(s: &str, out: &mut String) {
@@ -259,37 +206,6 @@ mod tests {
             assert!(!is_forbidden_key_char(c), "{:x}", c as u32);
         }
         assert!(FORBIDDEN_KEY_RANGES.windows(2).all(|w| w[0].1 < w[1].0));
-    }
-
-    #[test]
-    fn finds_amt_tokens_anywhere() {
-        let t = format!("amt_k3x9a0b1_{}", "Ab1".repeat(11));
-        assert!(contains_amt_token(t.as_bytes()));
-        assert!(contains_amt_token(format!("Bearer {t}").as_bytes()));
-        assert!(contains_amt_token(format!("xamt_{}", &t[4..]).as_bytes()));
-        assert!(contains_amt_token(
-            format!("{t}ZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZ").as_bytes()
-        ));
-        assert!(contains_amt_token(
-            format!("amamt_amt_{}", &t[4..]).as_bytes()
-        ));
-        // Not tokens: short key-id, upper-case key-id, short secret, other prefix.
-        assert!(!contains_amt_token(
-            format!("amt_k3x9a0b_{}", "A".repeat(40)).as_bytes()
-        ));
-        assert!(!contains_amt_token(
-            format!("amt_K3X9A0B1_{}", "A".repeat(40)).as_bytes()
-        ));
-        assert!(!contains_amt_token(
-            format!("amt_k3x9a0b1_{}", "A".repeat(31)).as_bytes()
-        ));
-        assert!(!contains_amt_token(
-            format!("AMT_k3x9a0b1_{}", "A".repeat(40)).as_bytes()
-        ));
-        assert!(!contains_amt_token(
-            format!("amt_{}_{}", "a".repeat(33), "A".repeat(40)).as_bytes()
-        ));
-        assert!(!contains_amt_token(b"amt_"));
     }
 
     #[test]

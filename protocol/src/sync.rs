@@ -1,0 +1,337 @@
+//! The key-set sync page: guardctl's answer to `GET /v1/keyset?since=<version>&wait_ms=<ms>`.
+//!
+//! ```json
+//! {"epoch":"3f2a…","version":42,"more":false,
+//!  "upserts":[{"key_id":"k3x9a0b1c2d3","sha256":"8f43…","org":"demo","role":"admin",
+//!              "expires_at":null,"version":41}],
+//!  "revocations":[{"key_id":"q8w7e6r5t4y3","version":42}]}
+//! ```
+//!
+//! **Versions.** Every change (a key created, imported or revoked) gets the next version of the
+//! database's one change log. A page holds the changes after `since`, oldest first, and
+//! `version` is the version its reader has after applying it: the last change's, or the current
+//! version when nothing changed. Every entry's version lies in `(since, version]`. `more` says
+//! that more changes wait beyond this page: ask again at once with `since=version`.
+//!
+//! **Epochs.** The epoch names one database's history. A page with another epoch than the last
+//! one applied, or a `version` below the `since` asked for (a database restored from a backup,
+//! which never saw the reader's versions), means the reader's copy is of another history: it
+//! reloads everything from `since=0`. guardctl answers a `since` beyond its newest version like
+//! `since=0`, so that such a reader finds out.
+//!
+//! **Revocations win.** A revocation is sent, never the hash of a revoked key again; an upsert of
+//! a key revoked later is sent as its revocation. A reader keeps, per key, the entry of the newest
+//! version it has seen, so a stale page can never revive a revoked key.
+//!
+//! **Strictness.** The decoder refuses unknown fields, a key-id outside the token grammar, an org
+//! or role outside the label grammar, a `sha256` that is not 64 lower-case hex digits, an epoch
+//! that is not 1 to 64 ASCII letters and digits, and any version outside `(since, version]`.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::label::is_valid_label;
+use crate::token::is_valid_key_id;
+
+/// The path of the sync API.
+pub const SYNC_PATH: &str = "/v1/keyset";
+/// Longest a long-poll is held open, whatever the reader asks for (milliseconds).
+pub const MAX_WAIT_MS: u64 = 60_000;
+/// Longest epoch.
+pub const MAX_EPOCH_LEN: usize = 64;
+
+/// The SHA-256 of a whole token: 32 bytes, written as 64 lower-case hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Sha256(pub [u8; 32]);
+
+impl Sha256 {
+    /// Parses 64 hex digits; `lower_case_only` refuses `A`-`F` (the sync page's rule; import
+    /// files accept either case).
+    pub fn from_hex(hex: &str, lower_case_only: bool) -> Option<Sha256> {
+        let bytes = hex.as_bytes();
+        if bytes.len() != 64 {
+            return None;
+        }
+        let nibble = |b: u8| match b {
+            b'0'..=b'9' => Some(b - b'0'),
+            b'a'..=b'f' => Some(b - b'a' + 10),
+            b'A'..=b'F' if !lower_case_only => Some(b - b'A' + 10),
+            _ => None,
+        };
+        let mut out = [0u8; 32];
+        for (byte, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+            *byte = (nibble(*pair.first()?)? << 4) | nibble(*pair.get(1)?)?;
+        }
+        Some(Sha256(out))
+    }
+
+    /// The 64 lower-case hex digits.
+    pub fn to_hex(&self) -> String {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = String::with_capacity(64);
+        for byte in self.0 {
+            for nibble in [byte >> 4, byte & 0x0f] {
+                out.push(char::from(
+                    DIGITS.get(usize::from(nibble)).copied().unwrap_or(b'0'),
+                ));
+            }
+        }
+        out
+    }
+}
+
+impl Serialize for Sha256 {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for Sha256 {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let hex = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Sha256::from_hex(&hex, true)
+            .ok_or_else(|| serde::de::Error::custom("sha256 must be 64 lower-case hex digits"))
+    }
+}
+
+/// One page of the change log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncPage {
+    pub epoch: String,
+    /// The version the reader has after applying this page.
+    pub version: u64,
+    /// More changes wait: ask again at once with `since=version`.
+    #[serde(default)]
+    pub more: bool,
+    #[serde(default)]
+    pub upserts: Vec<Upsert>,
+    #[serde(default)]
+    pub revocations: Vec<Revocation>,
+}
+
+/// The hash row of a live key, at the version of the change that wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upsert {
+    pub key_id: String,
+    pub sha256: Sha256,
+    pub org: String,
+    pub role: String,
+    /// Unix seconds; `None` when the key never expires.
+    pub expires_at: Option<u64>,
+    pub version: u64,
+}
+
+/// A key revoked (its hash row deleted) by the change of `version`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Revocation {
+    pub key_id: String,
+    pub version: u64,
+}
+
+/// Why a page was refused. Deliberately coarse: the reader logs it and asks again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageError {
+    /// Not JSON of the page's shape (an unknown field, a bad `sha256` included).
+    Shape,
+    /// A field breaks its rule: epoch, key-id, org, role, or a version outside the page.
+    Rule,
+}
+
+impl core::fmt::Display for PageError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            PageError::Shape => "key-set page is not of the page's shape",
+            PageError::Rule => "key-set page breaks a field rule",
+        })
+    }
+}
+
+/// True when `epoch` is 1 to 64 ASCII letters and digits.
+pub fn is_valid_epoch(epoch: &str) -> bool {
+    !epoch.is_empty()
+        && epoch.len() <= MAX_EPOCH_LEN
+        && epoch.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+impl SyncPage {
+    /// Decodes the answer to `since=<since>` with every rule of the module's documentation.
+    pub fn decode(body: &[u8], since: u64) -> Result<SyncPage, PageError> {
+        let page: SyncPage = serde_json::from_slice(body).map_err(|_| PageError::Shape)?;
+        page.check(since)?;
+        Ok(page)
+    }
+
+    /// The page's JSON (guardctl's answer). Serialising these types cannot fail; were it ever
+    /// to, the empty answer is one every reader refuses.
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// True when this page says the reader holds another history: reload from `since=0`.
+    pub fn starts_another_history(&self, since: u64, applied_epoch: Option<&str>) -> bool {
+        self.version < since || applied_epoch.is_some_and(|epoch| epoch != self.epoch)
+    }
+
+    /// Checks every field rule for the answer to `since=<since>`.
+    pub fn check(&self, since: u64) -> Result<(), PageError> {
+        // A page that starts another history holds its changes from version 0.
+        let base = if self.version < since { 0 } else { since };
+        let in_page = |version: u64| version > base && version <= self.version;
+        let upserts_ok = self.upserts.iter().all(|u| {
+            in_page(u.version)
+                && is_valid_key_id(&u.key_id)
+                && is_valid_label(&u.org)
+                && is_valid_label(&u.role)
+        });
+        let revocations_ok = self
+            .revocations
+            .iter()
+            .all(|r| in_page(r.version) && is_valid_key_id(&r.key_id));
+        (is_valid_epoch(&self.epoch) && upserts_ok && revocations_ok)
+            .then_some(())
+            .ok_or(PageError::Rule)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HASH: &str = "8f434346648f6b96df89dda901c5176b10a6d83961dd3c1ac88b59b2dc327aa4";
+
+    fn page() -> SyncPage {
+        SyncPage {
+            epoch: "e1".into(),
+            version: 12,
+            more: true,
+            upserts: vec![
+                Upsert {
+                    key_id: "aaaaaaaa".into(),
+                    sha256: Sha256::from_hex(HASH, true).unwrap(),
+                    org: "demo".into(),
+                    role: "admin".into(),
+                    expires_at: None,
+                    version: 11,
+                },
+                Upsert {
+                    key_id: "b".repeat(32),
+                    sha256: Sha256([0xff; 32]),
+                    org: "a".repeat(63),
+                    role: "0-x".into(),
+                    expires_at: Some(u64::MAX),
+                    version: 6,
+                },
+            ],
+            revocations: vec![Revocation {
+                key_id: "cccccccc".into(),
+                version: 12,
+            }],
+        }
+    }
+
+    #[test]
+    fn encode_then_decode_gives_the_same_page() {
+        for p in [
+            page(),
+            SyncPage {
+                epoch: "Z".repeat(64),
+                version: 0,
+                more: false,
+                upserts: vec![],
+                revocations: vec![],
+            },
+            SyncPage {
+                version: u64::MAX,
+                ..page()
+            },
+        ] {
+            let encoded = p.encode();
+            assert_eq!(
+                SyncPage::decode(encoded.as_bytes(), 5),
+                Ok(p.clone()),
+                "{encoded}"
+            );
+        }
+        assert!(page().encode().contains(HASH));
+    }
+
+    #[test]
+    fn absent_lists_and_more_default() {
+        let p = SyncPage::decode(br#"{"epoch":"e1","version":3}"#, 3).unwrap();
+        assert!(!p.more && p.upserts.is_empty() && p.revocations.is_empty());
+    }
+
+    #[test]
+    fn every_rule_refuses() {
+        let good = page().encode();
+        let swap = |from: &str, to: &str| {
+            assert!(good.contains(from), "{from}");
+            good.replacen(from, to, 1)
+        };
+        let shape = [
+            swap(r#""more":true"#, r#""more":true,"extra":1"#),
+            swap(r#""version":11}"#, r#""version":11,"user":"x"}"#),
+            swap(HASH, &HASH.to_uppercase()),
+            swap(HASH, &HASH[..63]),
+            swap(r#""expires_at":null"#, r#""expires_at":-1"#),
+            swap(r#""version":12,"#, r#""version":-12,"#),
+            "[]".into(),
+            String::new(),
+        ];
+        for body in &shape {
+            assert_eq!(
+                SyncPage::decode(body.as_bytes(), 5),
+                Err(PageError::Shape),
+                "{body}"
+            );
+        }
+        let rule = [
+            swap(r#""epoch":"e1""#, r#""epoch":"""#),
+            swap(r#""epoch":"e1""#, r#""epoch":"e-1""#),
+            swap(
+                r#""epoch":"e1""#,
+                &format!(r#""epoch":"{}""#, "e".repeat(65)),
+            ),
+            swap(r#""key_id":"aaaaaaaa""#, r#""key_id":"aaaaaaa""#),
+            swap(r#""key_id":"cccccccc""#, r#""key_id":"CCCCCCCC""#),
+            swap(r#""org":"demo""#, r#""org":"Demo""#),
+            swap(r#""role":"admin""#, r#""role":"-admin""#),
+            swap(r#""version":11}"#, r#""version":13}"#),
+        ];
+        for body in &rule {
+            assert_eq!(
+                SyncPage::decode(body.as_bytes(), 5),
+                Err(PageError::Rule),
+                "{body}"
+            );
+        }
+        // Versions must lie in (since, version]: 6 is not after since=6.
+        assert_eq!(SyncPage::decode(good.as_bytes(), 6), Err(PageError::Rule));
+        assert!(SyncPage::decode(good.as_bytes(), 5).is_ok());
+    }
+
+    #[test]
+    fn another_history_holds_its_changes_from_zero() {
+        let p = page();
+        // Asked since=20, answered version 12: a restored database. Entries from 1 are fine.
+        assert!(p.check(20).is_ok());
+        assert!(p.starts_another_history(20, Some("e1")));
+        assert!(p.starts_another_history(5, Some("e2")));
+        assert!(!p.starts_another_history(5, Some("e1")));
+        assert!(!p.starts_another_history(12, None));
+    }
+
+    #[test]
+    fn hex_either_case_when_asked() {
+        let upper = HASH.to_uppercase();
+        assert_eq!(Sha256::from_hex(&upper, true), None);
+        assert_eq!(
+            Sha256::from_hex(&upper, false).map(|h| h.to_hex()),
+            Some(HASH.to_string())
+        );
+        assert_eq!(Sha256::from_hex(&format!("{}g", &HASH[..63]), false), None);
+        assert_eq!(Sha256::from_hex("é", false), None);
+    }
+}
