@@ -378,7 +378,7 @@ impl Results<'_> {
 }
 
 /// Why the module and VM-start goals are missed (measured with twiggy and Envoy's debug log; see
-/// README "Performance").
+/// docs/benchmarks.md).
 const MODULE_BOUNDS: &str = "\nWhat bounds them: Envoy's V8 compiles the whole module eagerly with TurboFan (proxy-wasm-cpp-host \
 turns V8's Liftoff baseline compiler off, so the compiled code can be cloned into every worker), so VM start grows with code \
 size; the workers' VMs are clones and start in about 5 ms each. Of the module, about 100 KiB is read-only data and the rest \

@@ -131,7 +131,7 @@ fn corpus_default_policy_quality() {
         "{} secret argument name(s) not matched by the default policy (see list above)",
         false_negatives.len()
     );
-    // README claims 0 on this corpus (in-sample: the lists were tuned on it).
+    // docs/body-policy.md claims 0 on this corpus (in-sample: the lists were tuned on it).
     assert!(
         false_positives.is_empty(),
         "{} benign argument name(s) matched ({}.{:02}%, see list above)",

@@ -1262,7 +1262,7 @@ mod tests {
         }
     }
 
-    /// The word roles README states: a qualifier last (not past a conjunction), `token`'s
+    /// The word roles docs/body-policy.md states: a qualifier last (not past a conjunction), `token`'s
     /// neighbours. Flags are not a role: their value is a boolean (see the inspector's tests).
     #[test]
     fn word_roles_make_references_and_other_tokens_benign() {

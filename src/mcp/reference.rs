@@ -1,10 +1,10 @@
 //! An independent reference for the secret-name policy, for the property tests and the fuzz
 //! target that judge the inspector: "nothing accepted holds a denied name". It shares no code and
-//! no list with [`super::names`]: its lists are README's, written out here again, and a table test
+//! no list with [`super::names`]: its lists are docs/body-policy.md's, written out here again, and a table test
 //! pins every entry of the policy's own lists, so that neither can drift unseen.
 //! Compiled only for tests and with the `reference` feature (the fuzz crate); never shipped.
 
-/// README's default deny list, plurals included (phrases of whole words).
+/// docs/body-policy.md's default deny list, plurals included (phrases of whole words).
 pub const DENY: &[&str] = &[
     "password",
     "passwords",
@@ -83,7 +83,7 @@ pub const DENY: &[&str] = &[
     "publish key",
 ];
 
-/// README's default allow list.
+/// docs/body-policy.md's default allow list.
 pub const ALLOW: &[&str] = &[
     "max tokens",
     "max output tokens",
@@ -136,7 +136,7 @@ pub fn reference_denies(key: &str) -> Option<String> {
     reference_denies_key(key, false)
 }
 
-/// README's category words: under one of these names, an object or array is judged by what it
+/// docs/body-policy.md's category words: under one of these names, an object or array is judged by what it
 /// holds.
 pub const CONTAINERS: &[&str] = &[
     "auth",
@@ -215,7 +215,7 @@ pub fn reference_denies_key(key: &str, container: bool) -> Option<String> {
                     || TOKEN_AFTER.contains(&fine_word(j + 1).as_str())))
     };
     for camel in [true, false] {
-        // Run-together words are split on the finer splitting only, as README says.
+        // Run-together words are split on the finer splitting only, as docs/body-policy.md says.
         let words = if camel {
             run_together(words_of(camel), &text)
         } else {
@@ -241,7 +241,7 @@ pub fn reference_denies_key(key: &str, container: bool) -> Option<String> {
         .map(|(_, _, run)| run)
 }
 
-/// README's identifier vocabulary for run-together names, written out again (the phrase words
+/// docs/body-policy.md's identifier vocabulary for run-together names, written out again (the phrase words
 /// and role words join it).
 const VOCABULARY: &[&str] = &[
     "user",
@@ -385,7 +385,7 @@ fn run_together(
     out
 }
 
-/// README's word roles, written out again.
+/// docs/body-policy.md's word roles, written out again.
 const QUALIFIERS: &[&str] = &[
     "id",
     "ids",
@@ -500,7 +500,7 @@ const TOKEN_AFTER: &[&str] = &[
     "transfers",
 ];
 
-/// README's reading of look-alike and compatibility characters, written out again: Cyrillic and
+/// docs/body-policy.md's reading of look-alike and compatibility characters, written out again: Cyrillic and
 /// Greek letters shaped like Latin ones, fullwidth forms, mathematical alphanumerics.
 fn as_latin(c: char) -> char {
     const FROM: &str = "аеорсухіјѕԁԛԝһӏɡАВЕКМНОРСТХІЈЅοανρικΑΒΕΖΗΙΚΜΝΟΡΤΥΧ";

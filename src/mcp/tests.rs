@@ -741,7 +741,7 @@ fn collect_keys(value: &serde_json::Value, out: &mut Vec<String>, level: usize) 
     match value {
         serde_json::Value::Object(map) => {
             for (k, v) in map {
-                // A category container is judged by its members (README, "Word roles"); a
+                // A category container is judged by its members (docs/body-policy.md, "Word roles"); a
                 // boolean or null carries nothing.
                 let container = v.is_object() || v.is_array();
                 if v.is_boolean() || v.is_null() {
@@ -1337,7 +1337,7 @@ fn every_default_allow_phrase_passes() {
     );
 }
 
-/// The reference judges with README's lists, the policy with its own: they must be the same.
+/// The reference judges with docs/body-policy.md's lists, the policy with its own: they must be the same.
 #[test]
 fn the_reference_lists_are_the_policy_lists() {
     use super::reference::{ALLOW, DENY};

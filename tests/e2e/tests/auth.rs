@@ -514,7 +514,7 @@ fn the_policy_version_and_mode_each_proxy_runs_are_in_its_stats() {
     assert_eq!(audit.envoy.stat("mcp_guard.config.audit_mode"), 1);
     let log = audit.envoy.process.log_text();
     assert!(log.contains("policy_version 42, mode Audit"), "{log}");
-    // The name README gives for Prometheus queries.
+    // The name docs/metrics.md gives for Prometheus queries.
     let prometheus = Request::get("/stats/prometheus")
         .send(audit.envoy.admin_port)
         .body;

@@ -39,7 +39,7 @@ fn three_proxies_reject_each_of_100_revoked_keys() {
     let timings = time_revocations(&guardctl, &ports, &keys);
     let mut latencies: Vec<Duration> = timings.iter().map(|t| t.refused_after_send).collect();
     latencies.sort();
-    // The window README states: acknowledged, but not yet enforced everywhere (the HA issue
+    // The window docs/architecture.md states: acknowledged, but not yet enforced everywhere (the HA issue
     // closes it). Probes run every ~1 ms, so that is the resolution.
     let mut windows: Vec<Duration> = timings.iter().map(|t| t.window_after_answer()).collect();
     windows.sort();
