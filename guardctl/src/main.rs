@@ -1,11 +1,11 @@
 //! The `guardctl` command line: `serve` runs the control plane, `keys ...` talks to it.
 
 use clap::{Args, Parser, Subcommand};
-use guardctl::client::{self, AdminClient, CreateKeyParams};
-use guardctl::human;
-use guardctl::import;
-use guardctl::logging::{self, LogFormat};
-use guardctl::server::{self, ServeConfig, DEFAULT_SYNC_PAGE_SIZE};
+use guardctl::api::{self, ServeConfig, DEFAULT_SYNC_PAGE_SIZE};
+use guardctl::cli::client::{self, AdminClient, CreateKeyParams};
+use guardctl::cli::human;
+use guardctl::keys::import;
+use guardctl::telemetry::logging::{self, LogFormat};
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -283,7 +283,7 @@ fn run_serve(args: ServeArgs) -> ExitCode {
                 sync_page_size: usize::try_from(args.sync_page_size)?,
                 admin_token_file: args.admin_token_file,
             };
-            runtime.block_on(server::serve(&args.listen, config))
+            runtime.block_on(api::serve(&args.listen, config))
         });
     match served {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,9 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use guardctl::client::{AdminClient, CreateKeyParams};
-use guardctl::server::{ServeConfig, Server};
-use guardctl::token::sha256_hex;
+use guardctl::api::{ServeConfig, Server};
+use guardctl::cli::client::{AdminClient, CreateKeyParams};
+use guardctl::keys::token::sha256_hex;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::thread;
@@ -478,7 +478,7 @@ fn open_file_limit() -> usize {
 /// serves and a token then matches; bad rows and reused key-ids are refused naming the row.
 #[test]
 fn import_hash_rows_in_batches() {
-    use guardctl::import::{self, ImportRow};
+    use guardctl::keys::import::{self, ImportRow};
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(&db_in(&dir));
     let client = server.client();
@@ -648,7 +648,7 @@ fn sample(page: &str, series: &str) -> Option<u64> {
 /// actions and sync requests that drive it, and the page never shows a key-id, token or hash.
 #[test]
 fn probes_and_metrics() {
-    use guardctl::import::ImportRow;
+    use guardctl::keys::import::ImportRow;
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(&db_in(&dir));
     let client = server.client();

@@ -1,9 +1,9 @@
 //! The key-set sync API, `GET /v1/keyset?since=<version>&wait_ms=<ms>` (docs/protocol.md,
 //! "Key-set sync API"): pages of the change log for the proxies, with long-polling.
 
-use crate::metrics::SyncResult;
-use crate::server::{ApiError, AppState, Peer};
-use crate::store::{Store, StoreError, StoreResult};
+use super::state::{ApiError, AppState, Peer};
+use crate::store::{KeyStore, StoreError, StoreResult};
+use crate::telemetry::metrics::SyncResult;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::header::CACHE_CONTROL;
@@ -22,7 +22,7 @@ pub use mcp_guard_protocol::sync::MAX_WAIT_MS;
 /// A `since` beyond the newest version means the proxy knows a database this one is not (a
 /// restored backup): it gets the same answer as `since=0`, whose lower `version` tells it to
 /// reload from scratch.
-pub fn read_page(store: &Store, since: u64, page_size: usize) -> StoreResult<SyncPage> {
+pub fn read_page(store: &dyn KeyStore, since: u64, page_size: usize) -> StoreResult<SyncPage> {
     let page_size = page_size.max(1);
     // One extra row tells whether anything lies beyond this page.
     let mut read = store.changes_since(since, page_size.saturating_add(1))?;
@@ -154,7 +154,7 @@ async fn answer(
         let current = if since == known {
             known
         } else {
-            state.read(Store::current_version).await?
+            state.read(|store| store.current_version()).await?
         };
         if since == current && !wait_for_newer(state, &mut versions, since, params.wait).await {
             let page = SyncPage {
@@ -208,7 +208,7 @@ fn no_store(body: impl IntoResponse) -> Response {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
-    use crate::store::tests::{new_key, temp_store};
+    use crate::store::sqlite::tests::{new_key, temp_store};
     use crate::store::NewKey;
 
     fn query(since: Option<&str>, wait_ms: Option<&str>) -> KeysetQuery {

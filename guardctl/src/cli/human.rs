@@ -1,7 +1,7 @@
 //! Human-facing formats for the CLI: durations such as `30d`, UTC timestamps, and the text
 //! printed by `keys create` and `keys list` without `--json`.
 
-use crate::client::{CreatedKey, ListedKey};
+use super::client::{CreatedKey, ListedKey};
 
 /// Parses a key lifetime: a number of seconds, optionally followed by one unit
 /// (`s`, `m`, `h`, `d`, `w`): `90s`, `15m`, `12h`, `30d`, `3600`. Zero is rejected.

@@ -1,17 +1,18 @@
 //! The SQLite store: the current keys, the append-only change log that versions the key set, and
-//! the database epoch.
-//!
-//! Every method is blocking; the server calls them from `spawn_blocking`. Writes go through one
+//! the database epoch, in one file.
+//! Writes go through one
 //! connection behind a mutex (SQLite has one writer anyway); reads use a small pool of
 //! connections so that long sync pages or key listings do not hold up each other. WAL mode lets
 //! readers run while a write commits, and `synchronous=FULL` makes every acknowledged change
 //! durable before the client hears about it.
 
-use crate::import::ImportRow;
-use crate::token::{self, NewToken};
+use super::{
+    Change, ChangesRead, CreatedKey, HashRow, ImportOutcome, KeyInfo, KeyStore, NewKey, StoreError,
+    StoreResult,
+};
+use crate::keys::import::{ImportRow, DEFAULT_NAME};
+use crate::keys::token;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
-use serde::{Deserialize, Serialize};
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -48,110 +49,17 @@ CREATE TABLE IF NOT EXISTS changes (
 CREATE INDEX IF NOT EXISTS changes_by_key_id ON changes (key_id);
 ";
 
-/// An error from the store. Its text is for the server log, not for API clients.
-#[derive(Debug)]
-pub enum StoreError {
-    Sqlite(rusqlite::Error),
-    /// The database exists but cannot be used (newer schema, missing epoch, not WAL, ...).
-    Unusable(String),
-}
-
-impl fmt::Display for StoreError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StoreError::Sqlite(err) => write!(f, "sqlite: {err}"),
-            StoreError::Unusable(why) => f.write_str(why),
-        }
-    }
-}
-
-impl std::error::Error for StoreError {}
-
-impl From<rusqlite::Error> for StoreError {
-    fn from(err: rusqlite::Error) -> Self {
-        StoreError::Sqlite(err)
-    }
-}
-
-pub type StoreResult<T> = Result<T, StoreError>;
-
-/// A key as the admin API shows it: never a hash, never a token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KeyInfo {
-    pub key_id: String,
-    pub org: String,
-    pub role: String,
-    pub name: String,
-    pub created_at: i64,
-    pub expires_at: Option<i64>,
-}
-
-/// The fields an operator chooses for a new key, already validated.
-#[derive(Debug, Clone)]
-pub struct NewKey {
-    pub org: String,
-    pub role: String,
-    pub name: String,
-    pub created_at: i64,
-    pub expires_at: Option<i64>,
-}
-
-/// The outcome of a create: the stored key, its plaintext token (to hand out once) and the
-/// key-set version of the change.
-#[derive(Debug)]
-pub struct CreatedKey {
-    pub info: KeyInfo,
-    pub token: NewToken,
-    pub version: u64,
-}
-
-/// The outcome of an import batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ImportOutcome {
-    /// All rows were committed; `version` is the key-set version after the last one.
-    Imported { count: u64, version: u64 },
-    /// Row `index` reuses a key-id; nothing was written.
-    Duplicate { index: usize },
-}
-
-/// The hash row a proxy needs to authenticate a key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HashRow {
-    pub sha256: String,
-    pub org: String,
-    pub role: String,
-    pub expires_at: Option<i64>,
-}
-
-/// One entry of the change log as the sync API sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Change {
-    pub version: u64,
-    pub key_id: String,
-    /// `Some` for an upsert of a key that still exists; `None` for a revocation, and also for an
-    /// upsert whose key was revoked later (its hash must never be sent again).
-    pub hash_row: Option<HashRow>,
-}
-
-/// A consistent read of the change log: the changes after some version plus the version the
-/// database was at when they were read.
-#[derive(Debug)]
-pub struct ChangesRead {
-    pub changes: Vec<Change>,
-    pub current_version: u64,
-}
-
-pub struct Store {
+pub struct SqliteStore {
     path: PathBuf,
     epoch: String,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
 }
 
-impl Store {
+impl SqliteStore {
     /// Opens the database at `path`, creating it (schema and epoch) if it does not exist.
     /// The folder must already exist.
-    pub fn open(path: &Path) -> StoreResult<Store> {
+    pub fn open(path: &Path) -> StoreResult<SqliteStore> {
         create_private_file(path)?;
         let mut writer = Connection::open(path)?;
         configure(&writer)?;
@@ -163,7 +71,7 @@ impl Store {
             )));
         }
         let epoch = init_schema(&mut writer)?;
-        Ok(Store {
+        Ok(SqliteStore {
             path: path.to_path_buf(),
             epoch,
             writer: Mutex::new(writer),
@@ -171,18 +79,61 @@ impl Store {
         })
     }
 
-    /// Random 16-hex identifier chosen when the database was created. A proxy that sees a
-    /// different epoch knows its versions mean nothing here and reloads from scratch.
-    pub fn epoch(&self) -> &str {
-        &self.epoch
-    }
-
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    fn writer(&self) -> MutexGuard<'_, Connection> {
+        // A poisoned lock only means another thread panicked while holding it; its open
+        // transaction was rolled back when dropped, so the connection is still sound.
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `read` on a pooled read connection, opening one if the pool is empty.
+    fn with_reader<T>(
+        &self,
+        read: impl FnOnce(&mut Connection) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        let pooled = self
+            .readers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let mut conn = match pooled {
+            Some(conn) => conn,
+            None => {
+                let conn = Connection::open(&self.path)?;
+                configure(&conn)?;
+                conn.pragma_update(None, "query_only", true)?;
+                conn
+            }
+        };
+        let result = read(&mut conn);
+        let mut pool = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
+        if pool.len() < READER_POOL_SIZE {
+            pool.push(conn);
+        }
+        result
+    }
+}
+
+impl KeyStore for SqliteStore {
+    /// Random 16-hex identifier chosen when the database was created. A proxy that sees a
+    /// different epoch knows its versions mean nothing here and reloads from scratch.
+    fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn max_concurrent_reads(&self) -> usize {
+        READER_POOL_SIZE
+    }
+
     /// Issues a new key: inserts the key row and its 'upsert' change in one transaction.
-    pub fn create_key(&self, new_key: &NewKey) -> StoreResult<CreatedKey> {
+    fn create_key(&self, new_key: &NewKey) -> StoreResult<CreatedKey> {
         let mut conn = self.writer();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut fresh = None;
@@ -233,7 +184,7 @@ impl Store {
 
     /// Revokes a key: deletes its row (and so its hash) and appends a 'revoke' change, in one
     /// transaction. Returns the version of the change, or `None` when no such key exists.
-    pub fn revoke_key(&self, key_id: &str) -> StoreResult<Option<u64>> {
+    fn revoke_key(&self, key_id: &str) -> StoreResult<Option<u64>> {
         let mut conn = self.writer();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let deleted = tx.execute("DELETE FROM keys WHERE key_id = ?1", [key_id])?;
@@ -249,7 +200,7 @@ impl Store {
     /// 'upsert' change each, in the given order. A key-id already used in this database, by a
     /// live or a revoked key, or twice in `rows`, refuses the whole batch: the outcome names the
     /// first offending row and nothing is written.
-    pub fn import_keys(&self, rows: &[ImportRow], created_at: i64) -> StoreResult<ImportOutcome> {
+    fn import_keys(&self, rows: &[ImportRow], created_at: i64) -> StoreResult<ImportOutcome> {
         let mut conn = self.writer();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut version = read_current_version(&tx)?;
@@ -274,7 +225,7 @@ impl Store {
                     row.sha256,
                     row.org,
                     row.role,
-                    row.name.as_deref().unwrap_or(crate::import::DEFAULT_NAME),
+                    row.name.as_deref().unwrap_or(DEFAULT_NAME),
                     created_at,
                     row.expires_at
                 ])?;
@@ -291,7 +242,7 @@ impl Store {
 
     /// All live keys, oldest first. SQLite gives each new row a rowid above every existing
     /// one, so rowid order is creation order without an extra index.
-    pub fn list_keys(&self) -> StoreResult<Vec<KeyInfo>> {
+    fn list_keys(&self) -> StoreResult<Vec<KeyInfo>> {
         self.with_reader(|conn| {
             let mut stmt = conn.prepare(
                 "SELECT key_id, org, role, name, created_at, expires_at FROM keys ORDER BY rowid",
@@ -311,11 +262,11 @@ impl Store {
     }
 
     /// The version of the newest change (0 for an empty log).
-    pub fn current_version(&self) -> StoreResult<u64> {
+    fn current_version(&self) -> StoreResult<u64> {
         self.with_reader(|conn| read_current_version(conn))
     }
 
-    pub fn key_count(&self) -> StoreResult<u64> {
+    fn key_count(&self) -> StoreResult<u64> {
         self.with_reader(|conn| {
             let count: i64 = conn.query_row("SELECT COUNT(*) FROM keys", [], |row| row.get(0))?;
             Ok(u64::try_from(count).unwrap_or(0))
@@ -324,7 +275,7 @@ impl Store {
 
     /// Up to `limit` changes with a version above `since`, oldest first, together with the
     /// current version, all from one snapshot of the database.
-    pub fn changes_since(&self, since: u64, limit: usize) -> StoreResult<ChangesRead> {
+    fn changes_since(&self, since: u64, limit: usize) -> StoreResult<ChangesRead> {
         self.with_reader(|conn| {
             let tx = conn.transaction()?;
             let current_version = read_current_version(&tx)?;
@@ -366,38 +317,11 @@ impl Store {
             })
         })
     }
+}
 
-    fn writer(&self) -> MutexGuard<'_, Connection> {
-        // A poisoned lock only means another thread panicked while holding it; its open
-        // transaction was rolled back when dropped, so the connection is still sound.
-        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Runs `read` on a pooled read connection, opening one if the pool is empty.
-    fn with_reader<T>(
-        &self,
-        read: impl FnOnce(&mut Connection) -> StoreResult<T>,
-    ) -> StoreResult<T> {
-        let pooled = self
-            .readers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop();
-        let mut conn = match pooled {
-            Some(conn) => conn,
-            None => {
-                let conn = Connection::open(&self.path)?;
-                configure(&conn)?;
-                conn.pragma_update(None, "query_only", true)?;
-                conn
-            }
-        };
-        let result = read(&mut conn);
-        let mut pool = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
-        if pool.len() < READER_POOL_SIZE {
-            pool.push(conn);
-        }
-        result
+impl From<rusqlite::Error> for StoreError {
+    fn from(err: rusqlite::Error) -> Self {
+        StoreError::Database(Box::new(err))
     }
 }
 
@@ -480,9 +404,9 @@ fn read_current_version(conn: &Connection) -> StoreResult<u64> {
 pub(crate) mod tests {
     use super::*;
 
-    pub(crate) fn temp_store() -> (tempfile::TempDir, Store) {
+    pub(crate) fn temp_store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(&dir.path().join("guard.db")).expect("open store");
+        let store = SqliteStore::open(&dir.path().join("guard.db")).expect("open store");
         (dir, store)
     }
 
@@ -651,7 +575,7 @@ pub(crate) mod tests {
     fn reopening_keeps_epoch_and_data() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("guard.db");
-        let store = Store::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         use std::os::unix::fs::PermissionsExt;
         for file in ["guard.db", "guard.db-wal"] {
             let mode = std::fs::metadata(dir.path().join(file))
@@ -666,12 +590,12 @@ pub(crate) mod tests {
         let created = store.create_key(&new_key("kept")).unwrap();
         drop(store);
 
-        let store = Store::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         assert_eq!(store.epoch(), epoch);
         assert_eq!(store.list_keys().unwrap(), vec![created.info]);
         assert_eq!(store.current_version().unwrap(), 1);
 
-        let other = Store::open(&dir.path().join("other.db")).unwrap();
+        let other = SqliteStore::open(&dir.path().join("other.db")).unwrap();
         assert_ne!(other.epoch(), epoch);
     }
 
@@ -709,11 +633,14 @@ pub(crate) mod tests {
     fn refuses_a_newer_schema() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("guard.db");
-        drop(Store::open(&path).unwrap());
+        drop(SqliteStore::open(&path).unwrap());
         let conn = Connection::open(&path).unwrap();
         conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
             .unwrap();
         drop(conn);
-        assert!(matches!(Store::open(&path), Err(StoreError::Unusable(_))));
+        assert!(matches!(
+            SqliteStore::open(&path),
+            Err(StoreError::Unusable(_))
+        ));
     }
 }

@@ -1,6 +1,6 @@
 //! A blocking client for the admin API, used by `guardctl keys ...`.
 
-use crate::import::{BatchFailure, ImportResponse, ImportRow};
+use crate::keys::import::{BatchFailure, ImportResponse, ImportRow};
 use anyhow::{anyhow, bail, Context};
 use serde::{Deserialize, Serialize};
 use std::path::Path;

@@ -8,8 +8,8 @@
 //! The same rules apply in the CLI (which checks the whole file before sending anything, so a bad
 //! line costs nothing) and in the server (which trusts no client).
 
-use crate::token;
-use crate::validate;
+use crate::keys::rules;
+use crate::keys::token;
 use anyhow::{anyhow, bail, Context};
 use mcp_guard_protocol::sync::Sha256;
 use serde::{Deserialize, Serialize};
@@ -69,10 +69,10 @@ pub fn check_row(mut row: ImportRow, now: i64) -> Result<ImportRow, String> {
         );
     };
     row.sha256 = sha256.to_hex();
-    validate::check_label("org", &row.org)?;
-    validate::check_label("role", &row.role)?;
+    rules::check_label("org", &row.org)?;
+    rules::check_label("role", &row.role)?;
     if let Some(expires_at) = row.expires_at {
-        let latest = now.saturating_add(validate::MAX_EXPIRES_IN_SECONDS);
+        let latest = now.saturating_add(rules::MAX_EXPIRES_IN_SECONDS);
         if expires_at <= 0 || expires_at > latest {
             return Err(format!(
                 "expires_at must be Unix seconds between 1 and {latest} (100 years from now)"
@@ -80,7 +80,7 @@ pub fn check_row(mut row: ImportRow, now: i64) -> Result<ImportRow, String> {
         }
     }
     let name = row.name.take().unwrap_or_else(|| DEFAULT_NAME.to_string());
-    validate::check_name(&name)?;
+    rules::check_name(&name)?;
     if holds_token(&name) {
         return Err("name holds what looks like a plaintext amt_ token; import hashes only".into());
     }
@@ -337,7 +337,7 @@ mod tests {
         })
         .starts_with("expires_at"));
         assert!(bad(ImportRow {
-            expires_at: Some(NOW + validate::MAX_EXPIRES_IN_SECONDS + 1),
+            expires_at: Some(NOW + rules::MAX_EXPIRES_IN_SECONDS + 1),
             ..row()
         })
         .starts_with("expires_at"));
