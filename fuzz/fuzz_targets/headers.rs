@@ -15,11 +15,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use mcp_guard::auth::request::{decide, redactions, Redaction, RequestHeaders};
 use mcp_guard::auth::smuggled::redact;
 use mcp_guard::config::Config;
 use mcp_guard::keyset::record::KeyRecord;
 use mcp_guard::keyset::Lookup;
-use mcp_guard::request::{decide, redactions, Redaction, RequestHeaders};
 use sha2::{Digest, Sha256};
 
 mod common;

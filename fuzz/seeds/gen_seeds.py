@@ -7,7 +7,7 @@
   a few `Mcp-Param-*` header cases from THREATS-style examples.
 - seeds/token/: the Authorization values of src/auth/token.rs tests (transcribed: they are built
   with `format!`), the query strings of `finds_tokens_embedded_in_query_strings`, and the
-  scanner cases of src/mcp/text.rs `finds_amt_tokens_anywhere`.
+  scanner cases of protocol/src/token.rs `finds_tokens_anywhere`.
 
 Run from anywhere: python3 fuzz/seeds/gen_seeds.py  (deterministic; rewrites the seed files)
 """

@@ -1,6 +1,7 @@
 //! Authentication decision: token grammar, constant-time hash check, expiry and org scoping.
 //! No host calls: the filter hands in the header values, the lookup result and the clock.
 
+pub mod request;
 pub mod smuggled;
 pub mod token;
 

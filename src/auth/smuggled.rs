@@ -23,6 +23,7 @@
 //! Not decoded: hex, HTML entities, `%uXXXX`, compression, base64 of base64. A server that
 //! applies those to a header value could still be handed a token; none of the common ones does.
 
+use crate::text::percent_decode;
 use std::borrow::Cow;
 
 use mcp_guard_protocol::token::{contains_token, MIN_TOKEN_LEN};
@@ -160,28 +161,6 @@ fn unescape(bytes: &[u8]) -> Option<Vec<u8>> {
             }
         }
         changed = true;
-    }
-    changed.then_some(out)
-}
-
-/// `%XX` sequences decoded (invalid ones kept as they are); `None` when there is none.
-pub fn percent_decode(bytes: &[u8]) -> Option<Vec<u8>> {
-    let hex = |b: u8| (b as char).to_digit(16);
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut changed = false;
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        let pair = (bytes.get(i + 1).copied(), bytes.get(i + 2).copied());
-        if let (b'%', (Some(h), Some(l))) = (b, pair) {
-            if let (Some(h), Some(l)) = (hex(h), hex(l)) {
-                out.push((h * 16 + l) as u8);
-                changed = true;
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b);
-        i += 1;
     }
     changed.then_some(out)
 }

@@ -1,4 +1,4 @@
-//! Per-request context: read the headers once, hand them to [`crate::request::decide`], then apply
+//! Per-request context: read the headers once, hand them to [`crate::auth::request::decide`], then apply
 //! the decision (strip and set headers, or send the local reply). POSTs to inspected paths are
 //! held (headers included: Envoy's `allow_on_headers_stop_iteration`) until the whole body has
 //! been judged by [`crate::mcp`]; the end of the body is its end of stream or the trailers.
@@ -10,40 +10,22 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, LogLevel, MapType};
 
+use super::answer::{deny, record_decision, STATE_KEY_ID, STATE_ORG, STATE_ROLE};
 use super::host::{header_pairs, log, log_enabled, now_ms, HostStore};
 use super::inflight::{key_set_now, lookup_now, stop};
 use super::metrics::Metrics;
+use crate::auth::request::{
+    decide, redactions, spells_identity_header, Redaction, RequestHeaders, IDENTITY_HEADERS,
+};
 use crate::auth::smuggled::holds_token;
 use crate::auth::{DenyReason, Identity};
 use crate::config::{Config, Mode};
 use crate::keyset::state::ServingState;
 use crate::keyset::{lookup_fresh, Freshness, Lookup};
 use crate::mcp::formats::Format;
+use crate::mcp::plan::{body_plan, BodyPlan, EarlyRejection};
 use crate::mcp::{inspect_request_noting, BodyBuffer, McpHeaders, Outcome, Step, Verdict};
-use crate::reply;
-use crate::request::{
-    body_plan, decide, redactions, spells_identity_header, BodyPlan, EarlyRejection, Redaction,
-    RequestHeaders, IDENTITY_HEADERS,
-};
 use crate::streams::{LiveStreams, Stopped};
-
-/// Filter-state names (Envoy prefixes `wasm.`): `%FILTER_STATE(wasm.mcp_guard.key_id:PLAIN)%`.
-const STATE_KEY_ID: &str = "mcp_guard.key_id";
-const STATE_ORG: &str = "mcp_guard.org";
-const STATE_ROLE: &str = "mcp_guard.role";
-/// What the filter decided: `allow`, `deny` (401/400/503 answered by the filter), `block` (body
-/// policy), `audit` (body policy would block; forwarded), `reset` (stopped in flight).
-const STATE_DECISION: &str = "mcp_guard.decision";
-/// Why, for every decision but `allow`: the deny reason code or the body rule.
-const STATE_REASON: &str = "mcp_guard.reason";
-
-/// Records the decision (and its reason) in filter state, for the access log.
-pub(super) fn record_decision(decision: &str, reason: Option<&str>) {
-    let _ = hostcalls::set_property(vec![STATE_DECISION], Some(decision.as_bytes()));
-    if let Some(reason) = reason {
-        let _ = hostcalls::set_property(vec![STATE_REASON], Some(reason.as_bytes()));
-    }
-}
 
 pub struct GuardHttp {
     context_id: u32,
@@ -423,50 +405,6 @@ impl GuardHttp {
             request_id,
         )
     }
-}
-
-/// The one place that denies: metric, debug line (key-id only, never the secret), local reply to
-/// the current (or effective) stream.
-pub(super) fn deny(
-    config: Option<&Config>,
-    metrics: Option<&Metrics>,
-    reason: DenyReason,
-    key_id: Option<&str>,
-    request_id: Option<&str>,
-) -> Action {
-    if let Some(metrics) = metrics {
-        metrics.denied(reason);
-    }
-    if log_enabled(LogLevel::Debug) {
-        log(
-            LogLevel::Debug,
-            &format!(
-                "mcp-guard: deny reason={} key_id={} request_id={}",
-                reason.code(),
-                key_id.unwrap_or("-"),
-                request_id.unwrap_or("-")
-            ),
-        );
-    }
-    record_decision("deny", Some(reason.code()));
-    if let Some(key_id) = key_id {
-        let _ = hostcalls::set_property(vec![STATE_KEY_ID], Some(key_id.as_bytes()));
-    }
-    let (challenge, retry_after) = match config {
-        Some(config) => (config.challenge.as_str(), config.retry_after_seconds),
-        None => ("Bearer realm=\"mcp\"", 1),
-    };
-    let reply = reply::deny(reason, challenge, retry_after, request_id);
-    let headers: Vec<(&str, &str)> = reply
-        .headers
-        .iter()
-        .map(|(name, value)| (*name, value.as_str()))
-        .collect();
-    if hostcalls::send_http_response(reply.status, headers, Some(reply.body.as_bytes())).is_err() {
-        // Without a local reply the only safe outcome is to kill the stream.
-        let _ = hostcalls::reset_http_request();
-    }
-    Action::Pause
 }
 
 /// Takes every credential out of a refused request's headers (and `Authorization` always), so

@@ -4,8 +4,8 @@
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, LogLevel};
 
+use super::answer::{deny, record_decision};
 use super::host::{log, log_enabled, now_ms, HostStore};
-use super::http::{deny, record_decision};
 use super::metrics::Metrics;
 use crate::config::Config;
 use crate::keyset::state::ServingState;

@@ -1,6 +1,7 @@
 //! The proxy-wasm layer: registers the root context and moves data between Envoy and the pure
 //! logic. Nothing here decides anything.
 
+mod answer;
 mod host;
 mod http;
 mod inflight;

@@ -60,7 +60,7 @@ use super::formats::{find_format_from, Format, FormatAction, FormatPolicy, MIN_F
 use super::json::{self, same_bytes, Document, JsonStr, Kind, ParseOptions, Value};
 use super::names::is_container_rule;
 use super::names::{NamePolicy, NameScratch};
-use super::text::{fold_str_into, json_escape_into};
+use crate::text::{fold_str_into, json_escape_into};
 use mcp_guard_protocol::token::{contains_token, MIN_TOKEN_LEN};
 
 pub const HTTP_BAD_REQUEST: u16 = 400;

@@ -30,7 +30,7 @@
 
 use std::borrow::Cow;
 
-use super::text::{fold_str_into, is_forbidden_key_char};
+use crate::text::{fold_str_into, is_forbidden_key_char};
 
 /// Default nesting limit (arrays and objects).
 pub const DEFAULT_MAX_DEPTH: usize = 64;

@@ -14,7 +14,7 @@ pub mod formats;
 pub mod inspect;
 pub mod json;
 pub mod names;
-pub mod text;
+pub mod plan;
 
 #[cfg(test)]
 mod corpus_tests;

@@ -2,7 +2,7 @@
 //!
 //! # Splitting
 //!
-//! A name is cut into words, then each word is case-folded ([`crate::mcp::text::fold_into`]):
+//! A name is cut into words, then each word is case-folded ([`crate::text::fold_into`]):
 //!
 //! - every character that is not alphanumeric separates words: `_`, `-`, `.`, spaces, and also
 //!   `/`, `:`, `@`, `$`, brackets, ... (`api_key`, `api-key`, `api.key`, `api key`, `api/key`);
@@ -65,7 +65,7 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use super::text::fold_into;
+use crate::text::fold_into;
 
 /// `(phrase, rule)` pairs of the default deny list; an empty rule means the phrase's words joined
 /// with `_`.
@@ -888,7 +888,7 @@ enum Class {
 /// Characters dropped from names without splitting words.
 fn is_ignorable(c: char) -> bool {
     let cp = u32::from(c);
-    super::text::is_forbidden_key_char(c)
+    crate::text::is_forbidden_key_char(c)
         || (0x0300..=0x036F).contains(&cp)
         || (0x0483..=0x0489).contains(&cp) // Cyrillic combining
         || (0x0591..=0x05C7).contains(&cp) && !(0x05D0..=0x05EA).contains(&cp) // Hebrew points

@@ -455,7 +455,7 @@ fn json_in_a_string_nested_deeper_than_the_limit_still_gets_names_checked() {
     let mut inner = String::from(r#"{"password":1}"#);
     for _ in 0..6 {
         let mut escaped = String::new();
-        super::text::json_escape_into(&inner, &mut escaped);
+        crate::text::json_escape_into(&inner, &mut escaped);
         inner = format!(r#"{{"x":"{escaped}"}}"#);
     }
     let body = format!(
@@ -848,7 +848,7 @@ fn random_key(rng: &mut Rng) -> String {
 
 fn escape(s: &str) -> String {
     let mut out = String::new();
-    super::text::json_escape_into(s, &mut out);
+    crate::text::json_escape_into(s, &mut out);
     out
 }
 

@@ -296,6 +296,33 @@ mod tests {
         }
     }
 
+    /// docs/guardctl.md lists exactly the metrics `/metrics` serves, with their types.
+    #[test]
+    fn the_operations_reference_lists_every_metric() {
+        const DOC: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/guardctl.md"));
+        let documented: std::collections::BTreeSet<(String, String)> = DOC
+            .lines()
+            .filter(|line| line.starts_with("| `guardctl_"))
+            .map(|line| {
+                let cells: Vec<&str> = line.split(" | ").collect();
+                let name = cells[0]
+                    .trim_start_matches("| `")
+                    .split(['`', '{'])
+                    .next()
+                    .unwrap();
+                (name.to_string(), cells[1].trim().to_string())
+            })
+            .collect();
+        let text = Metrics::default().render(snapshot(), Instant::now());
+        let served: std::collections::BTreeSet<(String, String)> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("# TYPE "))
+            .filter_map(|rest| rest.split_once(' '))
+            .map(|(name, kind)| (name.to_string(), kind.to_string()))
+            .collect();
+        assert_eq!(documented, served);
+    }
+
     #[test]
     fn renders_every_series_with_help_and_type() {
         let metrics = Metrics::default();

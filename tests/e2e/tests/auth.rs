@@ -536,6 +536,70 @@ fn the_policy_version_and_mode_each_proxy_runs_are_in_its_stats() {
     assert_eq!(stats.get("mcp_guard.config.audit_mode"), Some(&0));
 }
 
+/// Every metric docs/metrics.md names is what Envoy shows, in `/stats` and in Prometheus form
+/// (per-reason names checked with one reason; per-rule names are defined on first use).
+#[test]
+fn the_metrics_reference_names_what_envoy_shows() {
+    let stack = Stack::start("metrics-reference");
+    let doc = std::fs::read_to_string(mcp_guard_e2e::repo_root().join("docs/metrics.md")).unwrap();
+    let stats = stack.envoy.stats();
+    let prometheus = Request::get("/stats/prometheus")
+        .send(stack.envoy.admin_port)
+        .body;
+    let exported: Vec<&str> = prometheus
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let mut checked = 0;
+    for row in doc.lines().filter(|l| l.starts_with("| `wasmcustom.")) {
+        let cells: Vec<&str> = row.split(" | ").collect();
+        let names = |cell: &str| -> Vec<String> {
+            // `a` / `.b`: the second shares the first's prefix up to its last dot.
+            let parts: Vec<&str> = cell
+                .split(" / ")
+                .map(|p| p.trim_matches(['|', ' ', '`']))
+                .collect();
+            let first = parts[0].to_string();
+            let mut out = vec![first.clone()];
+            for part in &parts[1..] {
+                out.push(match part.strip_prefix('.') {
+                    Some(tail) => format!("{}.{tail}", &first[..first.rfind('.').unwrap()]),
+                    None => part.to_string(),
+                });
+            }
+            out.into_iter()
+                .map(|n| n.replace("<reason>", "missing"))
+                .collect()
+        };
+        for name in names(cells[0]) {
+            if name.contains("<rule>") {
+                continue;
+            }
+            let bare = name.trim_start_matches("wasmcustom.");
+            assert!(
+                stats.contains_key(bare),
+                "docs/metrics.md names {name}, Envoy has {:?}",
+                stats.keys()
+            );
+            checked += 1;
+        }
+        for name in names(cells[1]) {
+            if name.contains("<rule>") {
+                continue;
+            }
+            assert!(
+                exported.contains(&name.as_str()),
+                "docs/metrics.md names {name} in Prometheus"
+            );
+        }
+    }
+    assert!(
+        checked >= 12,
+        "only {checked} names found in docs/metrics.md"
+    );
+}
+
 /// What the upstream sees of `request` (sent with a key and a client's own identity headers):
 /// the key's identity, replaced, and no Authorization header.
 fn assert_identity_replaced(stack: &Stack, key: &IssuedKey, request: Request, what: &str) {

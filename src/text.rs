@@ -1,5 +1,6 @@
-//! Character-level helpers shared by the JSON parser, the name policy and the inspector:
-//! case folding, the set of characters refused in key names, JSON string escaping.
+//! Text utilities shared by the request-headers pass, the JSON parser, the name policy and the
+//! inspector: case folding, the set of characters refused in key names, JSON string escaping,
+//! percent-decoding and URL query splitting.
 //!
 //! # Case folding
 //!
@@ -140,6 +141,34 @@ fn push_u_escape(cp: u32, out: &mut String) {
         let nibble = ((cp >> shift) & 0xF) as usize;
         out.push(char::from(HEX.get(nibble).copied().unwrap_or(b'0')));
     }
+}
+
+/// `%XX` sequences decoded (invalid ones kept as they are); `None` when there is none.
+pub fn percent_decode(bytes: &[u8]) -> Option<Vec<u8>> {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut changed = false;
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let pair = (bytes.get(i + 1).copied(), bytes.get(i + 2).copied());
+        if let (b'%', (Some(h), Some(l))) = (b, pair) {
+            if let (Some(h), Some(l)) = (hex(h), hex(l)) {
+                out.push((h * 16 + l) as u8);
+                changed = true;
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b);
+        i += 1;
+    }
+    changed.then_some(out)
+}
+
+/// The parameters of a URL's query, split the ways servers split them (`&`, and `;` too).
+pub fn query_params(path: &str) -> impl Iterator<Item = &str> {
+    let query = path.split_once('?').map_or("", |(_, q)| q);
+    query.split(['&', ';'])
 }
 
 #[cfg(test)]
