@@ -6,13 +6,13 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use mcp_guard::auth::authenticate;
+use mcp_guard::auth::request::RequestHeaders;
 use mcp_guard::auth::smuggled::holds_token;
 use mcp_guard::auth::token::parse_authorization;
 use mcp_guard::keyset::record::{Entry, KeyRecord, VersionedEntry};
 use mcp_guard::keyset::Lookup;
 use mcp_guard::mcp::json::{parse_with, ParseBuffers, ParseOptions};
 use mcp_guard::mcp::{inspect_body, InspectConfig, NamePolicy};
-use mcp_guard::request::RequestHeaders;
 use sha2::{Digest, Sha256};
 
 const TOKEN: &str = "amt_k3x9a0b1c2d3_Zk3x9a0b1c2d3e4f5g6h7i8j9k0l1m2n3o4p5q6r7s8";
