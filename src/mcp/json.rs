@@ -14,7 +14,7 @@
 //! | a number outside the grammar (`01`, `1.`, `+1`, `.5`, `NaN`) | `invalid_number` |
 //! | a number that is not finite as f64 (`1E400`) | `number_out_of_range` |
 //! | two keys of one object equal after unescaping | `duplicate_key` |
-//! | two keys of one object equal after case folding ([`crate::mcp::text`]) | `case_fold_collision` |
+//! | two keys of one object equal after case folding ([`crate::text`]) | `case_fold_collision` |
 //! | a key holding a control, format (Cf) or otherwise invisible character | `invisible_key_char` |
 //! | more nested arrays/objects than the limit | `too_deep` |
 //! | input longer than `u32::MAX` bytes | `too_large` |
