@@ -7,7 +7,10 @@
 //! - [`formats`]: credential formats found in string values (GitHub, AWS, PEM, JWT, ...).
 //! - [`names`]: secret-name matching on whole words after case folding and splitting.
 //! - [`inspect`]: the JSON-RPC / MCP policy and the JSON-RPC error replies.
-//! - [`text`]: case folding, the invisible-character table and the `amt_` token scanner.
+//! - [`plan`]: from the request headers alone, whether the body is held, passes, or is refused.
+//!
+//! Case folding and escaping live in [`crate::text`]; the `amt_` token scanner in the protocol
+//! crate (`mcp_guard_protocol::token`).
 
 pub mod body;
 pub mod formats;
