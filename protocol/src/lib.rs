@@ -15,5 +15,6 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod label;
+mod reader;
 pub mod sync;
 pub mod token;

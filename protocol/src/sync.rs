@@ -27,9 +27,10 @@
 //! or role outside the label grammar, a `sha256` that is not 64 lower-case hex digits, an epoch
 //! that is not 1 to 64 ASCII letters and digits, and any version outside `(since, version]`.
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Serialize, Serializer};
 
 use crate::label::is_valid_label;
+use crate::reader::{Malformed, Read, Reader};
 use crate::token::is_valid_key_id;
 
 /// The path of the sync API.
@@ -85,33 +86,20 @@ impl Serialize for Sha256 {
     }
 }
 
-impl<'de> Deserialize<'de> for Sha256 {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let hex = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        Sha256::from_hex(&hex, true)
-            .ok_or_else(|| serde::de::Error::custom("sha256 must be 64 lower-case hex digits"))
-    }
-}
-
 /// One page of the change log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SyncPage {
     pub epoch: String,
     /// The version the reader has after applying this page.
     pub version: u64,
     /// More changes wait: ask again at once with `since=version`.
-    #[serde(default)]
     pub more: bool,
-    #[serde(default)]
     pub upserts: Vec<Upsert>,
-    #[serde(default)]
     pub revocations: Vec<Revocation>,
 }
 
 /// The hash row of a live key, at the version of the change that wrote it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Upsert {
     pub key_id: String,
     pub sha256: Sha256,
@@ -122,12 +110,60 @@ pub struct Upsert {
     pub version: u64,
 }
 
+impl Upsert {
+    fn read(reader: &mut Reader) -> Read<Upsert> {
+        let mut upsert = Upsert {
+            key_id: String::new(),
+            sha256: Sha256([0; 32]),
+            org: String::new(),
+            role: String::new(),
+            expires_at: None,
+            version: 0,
+        };
+        // `expires_at` may be left out: the key never expires.
+        const NAMES: [&str; 6] = ["key_id", "sha256", "org", "role", "expires_at", "version"];
+        let seen = reader.object(&NAMES, |r, member| {
+            match member {
+                0 => upsert.key_id = r.string()?.to_owned(),
+                1 => upsert.sha256 = Sha256::from_hex(r.string()?, true).ok_or(Malformed)?,
+                2 => upsert.org = r.string()?.to_owned(),
+                3 => upsert.role = r.string()?.to_owned(),
+                4 => upsert.expires_at = r.nullable(Reader::u64)?,
+                _ => upsert.version = r.u64()?,
+            }
+            Ok(())
+        })?;
+        required(seen, 0b10_1111).map(|()| upsert)
+    }
+}
+
 /// A key revoked (its hash row deleted) by the change of `version`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Revocation {
     pub key_id: String,
     pub version: u64,
+}
+
+impl Revocation {
+    fn read(reader: &mut Reader) -> Read<Revocation> {
+        let mut revocation = Revocation {
+            key_id: String::new(),
+            version: 0,
+        };
+        let seen = reader.object(&["key_id", "version"], |r, member| {
+            match member {
+                0 => revocation.key_id = r.string()?.to_owned(),
+                _ => revocation.version = r.u64()?,
+            }
+            Ok(())
+        })?;
+        required(seen, 0b11).map(|()| revocation)
+    }
+}
+
+/// `seen` (bits of the members read) holds every bit of `required`.
+fn required(seen: u64, required: u64) -> Read<()> {
+    (seen & required == required).then_some(()).ok_or(Malformed)
 }
 
 /// Why a page was refused. Deliberately coarse: the reader logs it and asks again.
@@ -158,9 +194,34 @@ pub fn is_valid_epoch(epoch: &str) -> bool {
 impl SyncPage {
     /// Decodes the answer to `since=<since>` with every rule of the module's documentation.
     pub fn decode(body: &[u8], since: u64) -> Result<SyncPage, PageError> {
-        let page: SyncPage = serde_json::from_slice(body).map_err(|_| PageError::Shape)?;
+        let mut reader = Reader::new(body);
+        let page = SyncPage::read(&mut reader).map_err(|_| PageError::Shape)?;
+        reader.end().map_err(|_| PageError::Shape)?;
         page.check(since)?;
         Ok(page)
+    }
+
+    /// `epoch` and `version` are required; `more` defaults to false, the lists to empty.
+    fn read(reader: &mut Reader) -> Read<SyncPage> {
+        let mut page = SyncPage {
+            epoch: String::new(),
+            version: 0,
+            more: false,
+            upserts: Vec::new(),
+            revocations: Vec::new(),
+        };
+        const NAMES: [&str; 5] = ["epoch", "version", "more", "upserts", "revocations"];
+        let seen = reader.object(&NAMES, |r, member| {
+            match member {
+                0 => page.epoch = r.string()?.to_owned(),
+                1 => page.version = r.u64()?,
+                2 => page.more = r.bool()?,
+                3 => page.upserts = r.array(Upsert::read)?,
+                _ => page.revocations = r.array(Revocation::read)?,
+            }
+            Ok(())
+        })?;
+        required(seen, 0b11).map(|()| page)
     }
 
     /// The page's JSON (guardctl's answer). Serialising these types cannot fail; were it ever
@@ -258,9 +319,12 @@ mod tests {
     }
 
     #[test]
-    fn absent_lists_and_more_default() {
+    fn absent_lists_more_and_expiry_default() {
         let p = SyncPage::decode(br#"{"epoch":"e1","version":3}"#, 3).unwrap();
         assert!(!p.more && p.upserts.is_empty() && p.revocations.is_empty());
+        let without_expiry = page().encode().replace(r#""expires_at":null,"#, "");
+        let decoded = SyncPage::decode(without_expiry.as_bytes(), 5).unwrap();
+        assert_eq!(decoded, page());
     }
 
     #[test]
@@ -277,6 +341,13 @@ mod tests {
             swap(HASH, &HASH[..63]),
             swap(r#""expires_at":null"#, r#""expires_at":-1"#),
             swap(r#""version":12,"#, r#""version":-12,"#),
+            swap(r#""more":true"#, r#""more":true,"more":false"#),
+            swap(r#""role":"admin","#, ""),
+            swap(r#""epoch":"e1","#, ""),
+            swap(r#""epoch":"e1""#, r#""epoch":"e\u0031""#),
+            swap(r#""more":true"#, r#""more":1"#),
+            swap(r#""version":12,"#, r#""version":12.0,"#),
+            format!("{good} {{}}"),
             "[]".into(),
             String::new(),
         ];
