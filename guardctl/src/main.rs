@@ -1,4 +1,5 @@
-//! The `guardctl` command line: `serve` runs the control plane, `keys ...` talks to it.
+//! The `guardctl` command line: `serve` runs the control plane; `keys ...`, `users ...` and
+//! `audit ...` talk to it.
 
 use clap::{Args, Parser, Subcommand};
 use guardctl::api::{self, ServeConfig, DEFAULT_SYNC_PAGE_SIZE};
@@ -23,6 +24,13 @@ Key Commands (through a running server, with the admin token):
   keys revoke    Revoke a key; proxies stop accepting it at their next sync
   keys import    Import existing hash rows (SHA-256 of each token) from a JSON Lines file
 
+User Commands (through a running server, with the admin token):
+  users add      Add a user to an org with a role; the user's keys are frozen to that role
+  users set-role Change a user's role (keys already issued keep the role they were created with)
+  users list     List the users, their roles and how many live keys each has
+  users remove   Remove a user (refused while it has live keys, unless --revoke-keys)
+  audit list     Show the audit trail of admin actions (never a token or hash)
+
 Other Commands:
   help           Print this message or the help of the given command
 
@@ -33,8 +41,12 @@ Examples:
   # The same, configured by environment, with JSON logs for a log collector
   GUARDCTL_LISTEN=0.0.0.0:8081 GUARDCTL_DB=/var/lib/guardctl/guard.db GUARDCTL_LOG_FORMAT=json guardctl serve
 
-  # Issue a key for org acme, valid 90 days; print it as JSON
-  guardctl keys create --org acme --role member --name \"ci bot\" --expires-in 90d --json
+  # Add a user, then issue a key in their name (it carries their role, frozen), valid 90 days
+  guardctl users add alice --org acme --role viewer
+  guardctl keys create --user alice --name \"alice's agent\" --expires-in 90d --json
+
+  # A service key, not tied to a user: org and role given directly
+  guardctl keys create --org acme --role member --name \"ci bot\"
 
   # List the keys, then revoke one
   guardctl keys list
@@ -109,6 +121,107 @@ enum Command {
     /// Create, list, revoke and import API keys through a running server
     #[command(after_help = KEYS_EXAMPLES)]
     Keys(KeysArgs),
+    /// Add, list, change and remove the users who issue keys
+    Users(UsersArgs),
+    /// Read the audit trail of admin actions
+    Audit(AuditArgs),
+}
+
+#[derive(Args)]
+struct UsersArgs {
+    #[command(flatten)]
+    connection: ConnectionArgs,
+
+    #[command(subcommand)]
+    action: UsersAction,
+}
+
+#[derive(Subcommand)]
+enum UsersAction {
+    /// Add a user to an org with a role; the user's keys are frozen to that role
+    Add {
+        /// User name, unique within the org: 1 to 64 of a-z, 0-9, '.', '_', '@', '-'
+        name: String,
+        /// The user's org
+        #[arg(long)]
+        org: String,
+        /// The role the user's keys will carry
+        #[arg(long)]
+        role: String,
+        /// Print one JSON object instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a user's role; keys already issued keep the role they were created with
+    SetRole {
+        name: String,
+        role: String,
+        /// The user's org (needed only when the name exists in several orgs)
+        #[arg(long)]
+        org: Option<String>,
+        /// Print one JSON object instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the users
+    List {
+        /// Print JSON ({"users": [...]}) instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a user; refused while the user has live keys, unless --revoke-keys
+    Remove {
+        name: String,
+        /// The user's org (needed only when the name exists in several orgs)
+        #[arg(long)]
+        org: Option<String>,
+        /// Revoke the user's live keys in the same transaction
+        #[arg(long)]
+        revoke_keys: bool,
+        /// Print one JSON object instead of text
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct AuditArgs {
+    #[command(flatten)]
+    connection: ConnectionArgs,
+
+    #[command(subcommand)]
+    action: AuditAction,
+}
+
+#[derive(Subcommand)]
+enum AuditAction {
+    /// Show admin actions, oldest first
+    List {
+        /// From this time on: Unix seconds (1700000000) or an age (90m, 24h, 7d)
+        #[arg(long, value_name = "T", value_parser = parse_since)]
+        since: Option<Since>,
+        /// Print JSON ({"events": [...]}) instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Since {
+    At(i64),
+    Ago(u64),
+}
+
+/// `--since`: digits alone are Unix seconds; digits with a unit are an age.
+fn parse_since(text: &str) -> Result<Since, String> {
+    let text = text.trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text
+            .parse()
+            .map(Since::At)
+            .map_err(|_| format!("{text}: too large for Unix seconds"));
+    }
+    human::parse_duration(text).map(Since::Ago)
 }
 
 #[derive(Args)]
@@ -189,16 +302,33 @@ struct ConnectionArgs {
     admin_token_file: PathBuf,
 }
 
+impl ConnectionArgs {
+    fn client(&self) -> anyhow::Result<AdminClient> {
+        let token = client::resolve_admin_token(&self.admin_token_file)?;
+        AdminClient::new(&self.server, token)
+    }
+}
+
 #[derive(Subcommand)]
 enum KeysAction {
     /// Issue a new API key and print its token (shown only this once)
+    #[command(
+        long_about = "Issue a new API key and print its token (shown only this once).\n\n\
+        With --user, the key acts for that user: it gets the user's org and the user's role as it \
+        is now, frozen (a later `users set-role` changes no existing key). Without --user it is a \
+        service key: give --org and --role."
+    )]
     Create {
-        /// Organisation the key belongs to ([a-z0-9][a-z0-9-]*, at most 63 characters)
-        #[arg(long)]
-        org: String,
-        /// Role granted to the key (same form as --org)
-        #[arg(long)]
-        role: String,
+        /// The issuing user: the key takes the user's org and current role
+        #[arg(long, conflicts_with = "role")]
+        user: Option<String>,
+        /// Organisation ([a-z0-9][a-z0-9-]*, at most 63 characters); with --user, needed only
+        /// when the name exists in several orgs
+        #[arg(long, required_unless_present = "user")]
+        org: Option<String>,
+        /// A service key's role (same form as --org)
+        #[arg(long, required_unless_present = "user")]
+        role: Option<String>,
         /// Free-text label, 1 to 128 characters
         #[arg(long)]
         name: String,
@@ -258,6 +388,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => return run_serve(args),
         Command::Keys(args) => run_keys(args),
+        Command::Users(args) => run_users(args),
+        Command::Audit(args) => run_audit(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -295,24 +427,29 @@ fn run_serve(args: ServeArgs) -> ExitCode {
 }
 
 fn run_keys(args: KeysArgs) -> anyhow::Result<()> {
-    let token = client::resolve_admin_token(&args.connection.admin_token_file)?;
-    let client = AdminClient::new(&args.connection.server, token)?;
+    let client = args.connection.client()?;
     let output = match args.action {
         KeysAction::Create {
+            user,
             org,
             role,
             name,
             expires_in,
             json,
         } => {
+            let org = match &user {
+                Some(user) => client.org_of_user(user, org)?,
+                None => org.unwrap_or_default(),
+            };
             let created = client.create_key(&CreateKeyParams {
                 org,
                 role,
+                user,
                 name,
                 expires_in_seconds: expires_in,
             })?;
             if json {
-                format!("{}\n", serde_json::to_string(&created)?)
+                json_line(&created)?
             } else {
                 human::render_created(&created)
             }
@@ -320,7 +457,7 @@ fn run_keys(args: KeysArgs) -> anyhow::Result<()> {
         KeysAction::List { json } => {
             let list = client.list_keys()?;
             if json {
-                format!("{}\n", serde_json::to_string(&list)?)
+                json_line(&list)?
             } else {
                 human::render_key_table(&list.keys, unix_now())
             }
@@ -343,7 +480,7 @@ fn run_keys(args: KeysArgs) -> anyhow::Result<()> {
                 },
             )?;
             if json {
-                format!("{}\n", serde_json::to_string(&summary)?)
+                json_line(&summary)?
             } else {
                 let version = summary
                     .version
@@ -359,7 +496,7 @@ fn run_keys(args: KeysArgs) -> anyhow::Result<()> {
         KeysAction::Revoke { key_id, json } => {
             let revoked = client.revoke_key(&key_id)?;
             if json {
-                format!("{}\n", serde_json::to_string(&revoked)?)
+                json_line(&revoked)?
             } else {
                 format!(
                     "Revoked key {} (key-set version {}).\n",
@@ -369,6 +506,105 @@ fn run_keys(args: KeysArgs) -> anyhow::Result<()> {
         }
     };
     print_output(&output)
+}
+
+fn run_users(args: UsersArgs) -> anyhow::Result<()> {
+    let client = args.connection.client()?;
+    let output = match args.action {
+        UsersAction::Add {
+            name,
+            org,
+            role,
+            json,
+        } => {
+            let user = client.add_user(&org, &name, &role)?;
+            if json {
+                json_line(&user)?
+            } else {
+                format!(
+                    "Added user {} to org {} with role {}.\n",
+                    user.name, user.org, user.role
+                )
+            }
+        }
+        UsersAction::SetRole {
+            name,
+            role,
+            org,
+            json,
+        } => {
+            let org = client.org_of_user(&name, org)?;
+            let change = client.set_user_role(&org, &name, &role)?;
+            if json {
+                json_line(&change)?
+            } else {
+                format!(
+                    "User {} in org {}: role {} -> {}. Keys already issued keep the role they \
+                     were created with.\n",
+                    change.name, change.org, change.from, change.to
+                )
+            }
+        }
+        UsersAction::List { json } => {
+            let list = client.list_users()?;
+            if json {
+                json_line(&list)?
+            } else {
+                human::render_user_table(&list.users)
+            }
+        }
+        UsersAction::Remove {
+            name,
+            org,
+            revoke_keys,
+            json,
+        } => {
+            let org = client.org_of_user(&name, org)?;
+            let removed = client.remove_user(&org, &name, revoke_keys)?;
+            if json {
+                json_line(&removed)?
+            } else {
+                let keys: Vec<&str> = removed.revoked.iter().map(|k| k.key_id.as_str()).collect();
+                let revoked = if keys.is_empty() {
+                    String::new()
+                } else {
+                    format!(" Revoked its keys: {}.", keys.join(", "))
+                };
+                format!(
+                    "Removed user {} from org {}.{revoked}\n",
+                    removed.name, removed.org
+                )
+            }
+        }
+    };
+    print_output(&output)
+}
+
+fn run_audit(args: AuditArgs) -> anyhow::Result<()> {
+    let client = args.connection.client()?;
+    let output = match args.action {
+        AuditAction::List { since, json } => {
+            let since = match since {
+                None => 0,
+                Some(Since::At(at)) => at,
+                Some(Since::Ago(age)) => {
+                    unix_now().saturating_sub(i64::try_from(age).unwrap_or(i64::MAX))
+                }
+            };
+            let list = client.audit(since)?;
+            if json {
+                json_line(&list)?
+            } else {
+                human::render_audit_table(&list.events)
+            }
+        }
+    };
+    print_output(&output)
+}
+
+/// One JSON object and a newline, what every `--json` prints.
+fn json_line(value: &impl serde::Serialize) -> anyhow::Result<String> {
+    Ok(format!("{}\n", serde_json::to_string(value)?))
 }
 
 /// Writes to stdout; a closed pipe (`guardctl keys list | head`) is not an error.
@@ -426,6 +662,51 @@ mod tests {
                 root.find_subcommand(name).is_some(),
                 "{name} is not a command"
             );
+        }
+    }
+
+    /// The synopsis at the top of docs/guardctl.md parses, with and without its optional parts.
+    #[test]
+    fn the_documented_synopsis_parses() {
+        const DOC: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/guardctl.md"));
+        let block = DOC
+            .split("```sh\n")
+            .nth(1)
+            .unwrap()
+            .split("```")
+            .next()
+            .unwrap();
+        let mut commands = Vec::new();
+        for line in block.lines() {
+            let line = line.split(" # ").next().unwrap().trim();
+            match commands.last_mut() {
+                Some(last) if !line.starts_with("guardctl ") => *last = format!("{last} {line}"),
+                _ => commands.push(line.to_string()),
+            }
+        }
+        assert!(commands.len() >= 10, "{commands:?}");
+        for command in &commands {
+            let mandatory = command
+                .split('[')
+                .enumerate()
+                .map(|(i, part)| {
+                    if i == 0 {
+                        part
+                    } else {
+                        part.split_once(']').map_or("", |(_, rest)| rest)
+                    }
+                })
+                .collect::<String>();
+            let full = command.replace(['[', ']'], "");
+            for form in [mandatory, full] {
+                let words: Vec<&str> = form
+                    .split_whitespace()
+                    .map(|word| word.split('|').next().unwrap_or(word))
+                    .collect();
+                if let Err(err) = Cli::try_parse_from(&words) {
+                    panic!("{form}: {err}");
+                }
+            }
         }
     }
 

@@ -138,7 +138,8 @@ fn db_in(dir: &tempfile::TempDir) -> PathBuf {
 fn params(name: &str) -> CreateKeyParams {
     CreateKeyParams {
         org: "demo".into(),
-        role: "admin".into(),
+        role: Some("admin".into()),
+        user: None,
         name: name.into(),
         expires_in_seconds: None,
     }
@@ -751,4 +752,118 @@ fn probes_and_metrics() {
     let (status, body) = poller.join().unwrap();
     assert_eq!(status, 200);
     assert_eq!(body["version"], 6);
+}
+
+/// Users through the admin API: a key issued by a user carries the user's role of that moment,
+/// in the key list and in the sync page, and keeps it after `set-role`; a user with keys is
+/// removed only with `revoke_keys`, which revokes them; the audit trail has every step.
+#[test]
+fn users_freeze_roles_into_keys_and_every_step_is_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("guard.db"));
+    let client = server.client();
+    client.add_user("demo", "alice", "viewer").unwrap();
+    let duplicate = client
+        .add_user("demo", "alice", "admin")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        duplicate.contains("409") && duplicate.contains("already exists"),
+        "{duplicate}"
+    );
+    let bad_name = client
+        .add_user("demo", "Alice", "viewer")
+        .unwrap_err()
+        .to_string();
+    assert!(bad_name.contains("user must be"), "{bad_name}");
+
+    let org = client.org_of_user("alice", None).unwrap();
+    let key = client
+        .create_key(&CreateKeyParams {
+            org,
+            role: None,
+            user: Some("alice".into()),
+            ..params("alice's agent")
+        })
+        .unwrap();
+    assert_eq!(
+        (key.role.as_str(), key.user.as_deref()),
+        ("viewer", Some("alice"))
+    );
+    let both = client
+        .create_key(&CreateKeyParams {
+            user: Some("alice".into()),
+            ..params("both")
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(both.contains("not both"), "{both}");
+    let nobody = client
+        .create_key(&CreateKeyParams {
+            role: None,
+            user: Some("bob".into()),
+            ..params("nobody")
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        nobody.contains("404") && nobody.contains("no user bob"),
+        "{nobody}"
+    );
+
+    let change = client.set_user_role("demo", "alice", "admin").unwrap();
+    assert_eq!(
+        (change.from.as_str(), change.to.as_str()),
+        ("viewer", "admin")
+    );
+    let listed = client.list_keys().unwrap().keys;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].role.as_str(), listed[0].user.as_deref()),
+        ("viewer", Some("alice"))
+    );
+    let (_, page) = get(&format!("{}/v1/keyset?since=0", server.url), None);
+    assert_eq!(page["upserts"][0]["role"], "viewer", "{page}");
+    assert_eq!(client.list_users().unwrap().users[0].keys, 1);
+
+    let refused = client
+        .remove_user("demo", "alice", false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("409") && refused.contains("--revoke-keys"),
+        "{refused}"
+    );
+    let removed = client.remove_user("demo", "alice", true).unwrap();
+    assert_eq!(removed.revoked.len(), 1);
+    assert_eq!(removed.revoked[0].key_id, key.key_id);
+    let (_, page) = get(&format!("{}/v1/keyset?since=1", server.url), None);
+    assert_eq!(
+        page["revocations"][0]["key_id"],
+        key.key_id.as_str(),
+        "{page}"
+    );
+    assert!(client.list_keys().unwrap().keys.is_empty());
+
+    let events = client.audit(0).unwrap().events;
+    let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "user.add",
+            "key.create",
+            "user.set-role",
+            "key.revoke",
+            "user.remove"
+        ]
+    );
+    let everything = serde_json::to_string(&events).unwrap();
+    assert!(!everything.contains(&key.token), "{everything}");
+    assert!(
+        !everything.contains(&sha256_hex(key.token.as_bytes())),
+        "{everything}"
+    );
+    let (status, _) = get(&format!("{}/v1/audit", server.url), None);
+    assert_eq!(status, 401);
+    server.stop();
 }

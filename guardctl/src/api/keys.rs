@@ -3,10 +3,10 @@
 //! write to the store, and announces the committed version to the waiting long-polls.
 
 use super::admin::Admin;
-use super::state::{short, unix_now, ApiError, AppState};
+use super::state::{json_body, short, unix_now, ApiError, AppState};
 use crate::keys::import::{self, ImportRequest, ImportResponse};
 use crate::keys::{rules, token};
-use crate::store::{ImportOutcome, KeyInfo, NewKey, StoreError};
+use crate::store::{Actor, ImportOutcome, Issuer, KeyInfo, NewKey, StoreError};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
@@ -22,7 +22,12 @@ use tracing::info;
 #[serde(deny_unknown_fields)]
 struct CreateKeyRequest {
     org: String,
-    role: String,
+    /// A service key's role; left out for a user's key, which takes the user's role.
+    #[serde(default)]
+    role: Option<String>,
+    /// The issuing user, in `org`.
+    #[serde(default)]
+    user: Option<String>,
     name: String,
     #[serde(default)]
     expires_in_seconds: Option<i64>,
@@ -34,6 +39,7 @@ struct CreateKeyResponse {
     token: String,
     org: String,
     role: String,
+    user: Option<String>,
     name: String,
     created_at: i64,
     expires_at: Option<i64>,
@@ -44,16 +50,34 @@ pub(super) async fn create_key(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(|rejection| {
-        ApiError::bad_request(format!(
-            "cannot read request body: {}",
-            rejection.body_text()
-        ))
-    })?;
-    let request: CreateKeyRequest = serde_json::from_slice(&body)
-        .map_err(|err| ApiError::bad_request(short(format!("invalid request body: {err}"))))?;
+    let request: CreateKeyRequest = json_body(body)?;
     rules::check_label("org", &request.org).map_err(ApiError::bad_request)?;
-    rules::check_label("role", &request.role).map_err(ApiError::bad_request)?;
+    let issuer = match (request.user, request.role) {
+        (Some(user), None) => {
+            rules::check_user_name(&user).map_err(ApiError::bad_request)?;
+            Issuer::User {
+                org: request.org,
+                name: user,
+            }
+        }
+        (None, Some(role)) => {
+            rules::check_label("role", &role).map_err(ApiError::bad_request)?;
+            Issuer::Service {
+                org: request.org,
+                role,
+            }
+        }
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "give user or role, not both: a user's key takes the user's role",
+            ))
+        }
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "give user (a user's key) or role (a service key)",
+            ))
+        }
+    };
     rules::check_name(&request.name).map_err(ApiError::bad_request)?;
     let created_at = unix_now();
     let expires_at = match request.expires_in_seconds {
@@ -64,13 +88,14 @@ pub(super) async fn create_key(
         None => None,
     };
     let new_key = NewKey {
-        org: request.org,
-        role: request.role,
+        issuer,
         name: request.name,
         created_at,
         expires_at,
     };
-    let created = state.write(move |store| store.create_key(&new_key)).await?;
+    let created = state
+        .write(move |store| store.create_key(&new_key, &admin_at(created_at)))
+        .await?;
     state.publish_version(created.version);
     state.0.metrics.key_created();
 
@@ -79,6 +104,7 @@ pub(super) async fn create_key(
         key_id = %info.key_id,
         org = %info.org,
         role = %info.role,
+        user = info.user.as_deref().unwrap_or(""),
         expires_at = info.expires_at,
         version = created.version,
         "key created"
@@ -88,6 +114,7 @@ pub(super) async fn create_key(
         token: created.token.token,
         org: info.org,
         role: info.role,
+        user: info.user,
         name: info.name,
         created_at: info.created_at,
         expires_at: info.expires_at,
@@ -98,6 +125,12 @@ pub(super) async fn create_key(
         .headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
+}
+
+/// The admin token's actor at `at`. One token today, so one actor; per-operator tokens would
+/// name theirs here.
+pub(super) fn admin_at(at: i64) -> Actor<'static> {
+    Actor { name: "admin", at }
 }
 
 #[derive(Serialize)]
@@ -163,7 +196,7 @@ pub(super) async fn import_keys(
         let rows = Arc::new(rows);
         let batch = Arc::clone(&rows);
         let outcome = state
-            .write(move |store| store.import_keys(&batch, now))
+            .write(move |store| store.import_keys(&batch, &admin_at(now)))
             .await?;
         match outcome {
             ImportOutcome::Imported { count, version } => Ok((count, version)),
@@ -206,7 +239,9 @@ pub(super) async fn revoke_key(
     }
     let revoked = {
         let key_id = key_id.clone();
-        state.write(move |store| store.revoke_key(&key_id)).await?
+        state
+            .write(move |store| store.revoke_key(&key_id, &admin_at(unix_now())))
+            .await?
     };
     let version = revoked.ok_or_else(no_such_key)?;
     state.publish_version(version);

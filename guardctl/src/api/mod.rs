@@ -1,5 +1,5 @@
 //! The HTTP API of `guardctl serve`, one listener: the admin API (`keys.rs`, behind the admin
-//! token of `admin.rs`), the key-set sync API for the proxies (`sync.rs`), and the probes and
+//! token of `admin.rs`; users and the audit trail in `users.rs`), the key-set sync API for the proxies (`sync.rs`), and the probes and
 //! metrics (`probes.rs`). This file opens the server, routes, and stops it gracefully.
 
 pub mod admin;
@@ -8,6 +8,7 @@ pub mod keys;
 pub mod probes;
 pub mod state;
 pub mod sync;
+pub mod users;
 
 use crate::keys::import;
 use crate::store::{self as stores, StoreError};
@@ -18,7 +19,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, patch, post};
 use axum::Router;
 use state::{ApiError, AppState, Shared};
 use std::future::Future;
@@ -221,6 +222,12 @@ pub fn router(state: AppState) -> Router {
             post(keys::import_keys).layer(DefaultBodyLimit::max(import::MAX_IMPORT_BODY_BYTES)),
         )
         .route("/v1/keys/{key_id}", delete(keys::revoke_key))
+        .route("/v1/users", post(users::add_user).get(users::list_users))
+        .route(
+            "/v1/users/{org}/{name}",
+            patch(users::set_role).delete(users::remove_user),
+        )
+        .route("/v1/audit", get(users::audit_list))
         .route(mcp_guard_protocol::sync::SYNC_PATH, get(sync::keyset))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

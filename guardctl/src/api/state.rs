@@ -2,8 +2,10 @@
 //! concurrency permits), the peer address, and the error answer.
 
 use super::admin_token::AdminTokenCheck;
-use crate::store::{KeyStore, StoreError};
+use crate::store::{KeyStore, Refusal, StoreError};
 use crate::telemetry::metrics::Metrics;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header::WWW_AUTHENTICATE;
 use axum::http::request::Parts;
@@ -106,7 +108,7 @@ impl AppState {
         tokio::task::spawn_blocking(move || work(store.as_ref()))
             .await
             .map_err(internal)?
-            .map_err(internal)
+            .map_err(ApiError::from)
     }
 
     /// Announces a committed version to waiting long-polls. Never moves backwards, whatever the
@@ -155,6 +157,24 @@ impl ApiError {
     }
 }
 
+/// A refused write is the client's to hear about; any other store error is a 500.
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Refused(refusal) => {
+                let status = match refusal {
+                    Refusal::NoSuchUser { .. } => StatusCode::NOT_FOUND,
+                    Refusal::UserExists { .. } | Refusal::UserHasKeys { .. } => {
+                        StatusCode::CONFLICT
+                    }
+                };
+                ApiError::new(status, refusal.to_string())
+            }
+            other => internal(other),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = match self.index {
@@ -182,6 +202,20 @@ pub(super) fn unix_now() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|elapsed| i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+/// Decodes a JSON request body, with client-safe messages for an unreadable or bad one.
+pub(super) fn json_body<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let body = body.map_err(|rejection| {
+        ApiError::bad_request(format!(
+            "cannot read request body: {}",
+            rejection.body_text()
+        ))
+    })?;
+    serde_json::from_slice(&body)
+        .map_err(|err| ApiError::bad_request(short(format!("invalid request body: {err}"))))
 }
 
 /// Caps a client-facing message: serde errors may quote (part of) the offending input.

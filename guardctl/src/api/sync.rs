@@ -208,8 +208,8 @@ fn no_store(body: impl IntoResponse) -> Response {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
-    use crate::store::sqlite::tests::{new_key, temp_store};
-    use crate::store::NewKey;
+    use crate::store::sqlite::tests::{new_key, temp_store, ADMIN};
+    use crate::store::{Issuer, NewKey};
 
     fn query(since: Option<&str>, wait_ms: Option<&str>) -> KeysetQuery {
         KeysetQuery {
@@ -262,16 +262,21 @@ mod tests {
     #[test]
     fn versions_are_ordered_and_revoked_keys_never_leak_their_hash() {
         let (_dir, store) = temp_store();
-        let a = store.create_key(&new_key("a")).unwrap(); // v1
+        let a = store.create_key(&new_key("a"), &ADMIN).unwrap(); // v1
         let b = store
-            .create_key(&NewKey {
-                org: "acme".into(),
-                role: "reader".into(),
-                expires_at: Some(1_800_000_000),
-                ..new_key("b")
-            })
+            .create_key(
+                &NewKey {
+                    issuer: Issuer::Service {
+                        org: "acme".into(),
+                        role: "reader".into(),
+                    },
+                    expires_at: Some(1_800_000_000),
+                    ..new_key("b")
+                },
+                &ADMIN,
+            )
             .unwrap(); // v2
-        store.revoke_key(&a.info.key_id).unwrap(); // v3
+        store.revoke_key(&a.info.key_id, &ADMIN).unwrap(); // v3
 
         let page = read_page(&store, 0, 10).unwrap();
         assert_eq!(page.version, 3);
@@ -320,9 +325,13 @@ mod tests {
     fn paging_with_more() {
         let (_dir, store) = temp_store();
         let created: Vec<_> = (0..7)
-            .map(|i| store.create_key(&new_key(&format!("k{i}"))).unwrap())
+            .map(|i| {
+                store
+                    .create_key(&new_key(&format!("k{i}")), &ADMIN)
+                    .unwrap()
+            })
             .collect();
-        store.revoke_key(&created[5].info.key_id).unwrap(); // v8
+        store.revoke_key(&created[5].info.key_id, &ADMIN).unwrap(); // v8
 
         let mut since = 0;
         let mut pages = Vec::new();
@@ -371,7 +380,9 @@ mod tests {
     fn since_beyond_current_answers_as_a_fresh_load() {
         let (_dir, store) = temp_store();
         for i in 0..3 {
-            store.create_key(&new_key(&format!("k{i}"))).unwrap();
+            store
+                .create_key(&new_key(&format!("k{i}")), &ADMIN)
+                .unwrap();
         }
         let fresh = read_page(&store, 0, 2).unwrap();
         let restored = read_page(&store, 1000, 2).unwrap();

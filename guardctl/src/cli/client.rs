@@ -1,6 +1,7 @@
-//! A blocking client for the admin API, used by `guardctl keys ...`.
+//! A blocking client for the admin API, used by `guardctl keys ...`, `users ...` and `audit ...`.
 
 use crate::keys::import::{BatchFailure, ImportResponse, ImportRow};
+use crate::store::{AuditEvent, UserInfo};
 use anyhow::{anyhow, bail, Context};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -36,7 +37,12 @@ pub fn resolve_admin_token(file: &Path) -> anyhow::Result<String> {
 #[derive(Debug, Clone, Serialize)]
 pub struct CreateKeyParams {
     pub org: String,
-    pub role: String,
+    /// A service key's role (`None` for a user's key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// The issuing user (`None` for a service key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_in_seconds: Option<u64>,
@@ -49,6 +55,7 @@ pub struct CreatedKey {
     pub token: String,
     pub org: String,
     pub role: String,
+    pub user: Option<String>,
     pub name: String,
     pub created_at: i64,
     pub expires_at: Option<i64>,
@@ -69,9 +76,56 @@ pub struct RevokedKey {
     pub version: u64,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserList {
+    pub users: Vec<UserInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RoleChanged {
+    pub org: String,
+    pub name: String,
+    pub from: String,
+    pub to: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserRemoved {
+    pub org: String,
+    pub name: String,
+    pub removed: bool,
+    pub revoked: Vec<RevokedVersion>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevokedVersion {
+    pub key_id: String,
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditList {
+    pub events: Vec<AuditEvent>,
+}
+
 #[derive(Deserialize)]
 struct ErrorBody {
     error: String,
+}
+
+#[derive(Clone, Copy)]
+enum Method {
+    Get,
+    Post,
+    Patch,
+    Delete,
+}
+
+/// `/v1/users/{org}/{name}`; both are checked first so that they cannot reshape the URL.
+fn user_path(org: &str, name: &str) -> anyhow::Result<String> {
+    crate::keys::rules::check_label("org", org).map_err(|why| anyhow!(why))?;
+    crate::keys::rules::check_user_name(name).map_err(|why| anyhow!(why))?;
+    Ok(format!("/v1/users/{org}/{name}"))
 }
 
 pub struct AdminClient {
@@ -109,25 +163,11 @@ impl AdminClient {
     }
 
     pub fn create_key(&self, params: &CreateKeyParams) -> anyhow::Result<CreatedKey> {
-        let url = format!("{}/v1/keys", self.base_url);
-        let body = serde_json::to_string(params)?;
-        let response = self
-            .agent
-            .post(&url)
-            .header("Authorization", self.authorization())
-            .content_type("application/json")
-            .send(body.as_str());
-        self.decode(&url, response, None)
+        self.send_json(Method::Post, "/v1/keys", params)
     }
 
     pub fn list_keys(&self) -> anyhow::Result<KeyList> {
-        let url = format!("{}/v1/keys", self.base_url);
-        let response = self
-            .agent
-            .get(&url)
-            .header("Authorization", self.authorization())
-            .call();
-        self.decode(&url, response, None)
+        self.call(Method::Get, "/v1/keys".into(), None)
     }
 
     pub fn revoke_key(&self, key_id: &str) -> anyhow::Result<RevokedKey> {
@@ -135,13 +175,104 @@ impl AdminClient {
         if key_id.is_empty() || !key_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
             bail!("no such key: {key_id:?} (key ids are letters and digits)");
         }
-        let url = format!("{}/v1/keys/{key_id}", self.base_url);
-        let response = self
-            .agent
-            .delete(&url)
+        let not_found = Some(format!("no such key: {key_id}"));
+        self.call(Method::Delete, format!("/v1/keys/{key_id}"), not_found)
+    }
+
+    pub fn add_user(&self, org: &str, name: &str, role: &str) -> anyhow::Result<UserInfo> {
+        let body = serde_json::json!({ "org": org, "name": name, "role": role });
+        self.send_json(Method::Post, "/v1/users", &body)
+    }
+
+    pub fn list_users(&self) -> anyhow::Result<UserList> {
+        self.call(Method::Get, "/v1/users".into(), None)
+    }
+
+    /// The org of user `name`: `org` when given, else the one org that has such a user.
+    pub fn org_of_user(&self, name: &str, org: Option<String>) -> anyhow::Result<String> {
+        if let Some(org) = org {
+            return Ok(org);
+        }
+        let orgs: Vec<String> = self
+            .list_users()?
+            .users
+            .into_iter()
+            .filter(|user| user.name == name)
+            .map(|user| user.org)
+            .collect();
+        match orgs.as_slice() {
+            [org] => Ok(org.clone()),
+            [] => bail!("no user {name} in any org"),
+            many => bail!(
+                "user {name} exists in orgs {}: say which with --org",
+                many.join(", ")
+            ),
+        }
+    }
+
+    pub fn set_user_role(&self, org: &str, name: &str, role: &str) -> anyhow::Result<RoleChanged> {
+        let path = user_path(org, name)?;
+        self.send_json(Method::Patch, &path, &serde_json::json!({ "role": role }))
+    }
+
+    pub fn remove_user(
+        &self,
+        org: &str,
+        name: &str,
+        revoke_keys: bool,
+    ) -> anyhow::Result<UserRemoved> {
+        let path = format!("{}?revoke_keys={revoke_keys}", user_path(org, name)?);
+        self.call(Method::Delete, path, None)
+    }
+
+    pub fn audit(&self, since: i64) -> anyhow::Result<AuditList> {
+        self.call(Method::Get, format!("/v1/audit?since={since}"), None)
+    }
+
+    /// A request without a body.
+    fn call<T: for<'de> Deserialize<'de>>(
+        &self,
+        method: Method,
+        path: String,
+        not_found: Option<String>,
+    ) -> anyhow::Result<T> {
+        let url = format!("{}{path}", self.base_url);
+        let authorization = self.authorization();
+        let response = match method {
+            Method::Get => self
+                .agent
+                .get(&url)
+                .header("Authorization", authorization)
+                .call(),
+            Method::Delete => self
+                .agent
+                .delete(&url)
+                .header("Authorization", authorization)
+                .call(),
+            Method::Post | Method::Patch => bail!("{url}: this request needs a body"),
+        };
+        self.decode(&url, response, not_found)
+    }
+
+    /// A request with a JSON body.
+    fn send_json<T: for<'de> Deserialize<'de>>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &impl Serialize,
+    ) -> anyhow::Result<T> {
+        let url = format!("{}{path}", self.base_url);
+        let body = serde_json::to_string(body)?;
+        let request = match method {
+            Method::Post => self.agent.post(&url),
+            Method::Patch => self.agent.patch(&url),
+            Method::Get | Method::Delete => bail!("{url}: this request takes no body"),
+        };
+        let response = request
             .header("Authorization", self.authorization())
-            .call();
-        self.decode(&url, response, Some(format!("no such key: {key_id}")))
+            .content_type("application/json")
+            .send(body.as_str());
+        self.decode(&url, response, None)
     }
 
     /// Sends one batch of hash rows to `POST /v1/keys/import`. A refusal keeps the server's

@@ -1,7 +1,8 @@
 //! Human-facing formats for the CLI: durations such as `30d`, UTC timestamps, and the text
-//! printed by `keys create` and `keys list` without `--json`.
+//! printed by `keys create`, `keys list`, `users list` and `audit list` without `--json`.
 
 use super::client::{CreatedKey, ListedKey};
+use crate::store::{AuditEvent, UserInfo};
 
 /// Parses a key lifetime: a number of seconds, optionally followed by one unit
 /// (`s`, `m`, `h`, `d`, `w`): `90s`, `15m`, `12h`, `30d`, `3600`. Zero is rejected.
@@ -78,6 +79,7 @@ pub fn render_created(key: &CreatedKey) -> String {
         "Created key {key_id}\n\
          \x20 org:     {org}\n\
          \x20 role:    {role}\n\
+         \x20 user:    {user}\n\
          \x20 name:    {name}\n\
          \x20 expires: {expires}\n\
          \n\
@@ -87,12 +89,14 @@ pub fn render_created(key: &CreatedKey) -> String {
         key_id = key.key_id,
         org = key.org,
         role = key.role,
+        user = key.user.as_deref().unwrap_or("- (service key)"),
         name = key.name,
         token = key.token,
     )
 }
 
-/// The table printed by `keys list`; times in UTC, keys already past their expiry marked.
+/// The table printed by `keys list`; times in UTC, keys already past their expiry marked. A
+/// service key's user is `-`.
 pub fn render_key_table(keys: &[ListedKey], now: i64) -> String {
     if keys.is_empty() {
         return "No keys.\n".to_string();
@@ -101,30 +105,74 @@ pub fn render_key_table(keys: &[ListedKey], now: i64) -> String {
         "KEY ID",
         "ORG",
         "ROLE",
+        "USER",
         "NAME",
         "CREATED (UTC)",
         "EXPIRES (UTC)",
-    ]
-    .map(String::from);
-    let rows: Vec<[String; 6]> = keys
-        .iter()
-        .map(|key| {
-            let expires = match key.expires_at {
-                None => "never".to_string(),
-                Some(at) if at <= now => format!("{} (expired)", format_unix_utc(at)),
-                Some(at) => format_unix_utc(at),
-            };
-            [
-                key.key_id.clone(),
-                key.org.clone(),
-                key.role.clone(),
-                key.name.clone(),
-                format_unix_utc(key.created_at),
-                expires,
-            ]
-        })
-        .collect();
-    let mut widths = [0usize; 6];
+    ];
+    let rows = keys.iter().map(|key| {
+        let expires = match key.expires_at {
+            None => "never".to_string(),
+            Some(at) if at <= now => format!("{} (expired)", format_unix_utc(at)),
+            Some(at) => format_unix_utc(at),
+        };
+        [
+            key.key_id.clone(),
+            key.org.clone(),
+            key.role.clone(),
+            key.user.clone().unwrap_or_else(|| "-".into()),
+            key.name.clone(),
+            format_unix_utc(key.created_at),
+            expires,
+        ]
+    });
+    render_table(header, rows)
+}
+
+/// The table printed by `users list`.
+pub fn render_user_table(users: &[UserInfo]) -> String {
+    if users.is_empty() {
+        return "No users.\n".to_string();
+    }
+    let header = ["ORG", "NAME", "ROLE", "KEYS", "CREATED (UTC)"];
+    let rows = users.iter().map(|user| {
+        [
+            user.org.clone(),
+            user.name.clone(),
+            user.role.clone(),
+            user.keys.to_string(),
+            format_unix_utc(user.created_at),
+        ]
+    });
+    render_table(header, rows)
+}
+
+/// The table printed by `audit list`.
+pub fn render_audit_table(events: &[AuditEvent]) -> String {
+    if events.is_empty() {
+        return "No audit events.\n".to_string();
+    }
+    let header = ["TIME (UTC)", "ACTOR", "ACTION", "OBJECT", "DETAIL"];
+    let rows = events.iter().map(|event| {
+        [
+            format_unix_utc(event.at),
+            event.actor.clone(),
+            event.action.clone(),
+            event.object.clone(),
+            event.detail.clone(),
+        ]
+    });
+    render_table(header, rows)
+}
+
+/// Left-aligned columns two spaces apart, as kubectl prints them.
+fn render_table<const N: usize>(
+    header: [&str; N],
+    rows: impl Iterator<Item = [String; N]>,
+) -> String {
+    let header = header.map(String::from);
+    let rows: Vec<[String; N]> = rows.collect();
+    let mut widths = [0usize; N];
     for row in std::iter::once(&header).chain(&rows) {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
@@ -187,6 +235,7 @@ mod tests {
             token: "amt_abcdefgh1234_secret".into(),
             org: "demo".into(),
             role: "admin".into(),
+            user: Some("alice".into()),
             name: "ci".into(),
             created_at: 0,
             expires_at: Some(86_400),
@@ -196,6 +245,7 @@ mod tests {
         assert!(text.contains("\namt_abcdefgh1234_secret\n"));
         assert!(text.contains("shown only once"));
         assert!(text.contains("1970-01-02 00:00:00 UTC"));
+        assert!(text.contains("  user:    alice\n"));
     }
 
     #[test]
@@ -204,6 +254,7 @@ mod tests {
             key_id: id.into(),
             org: "demo".into(),
             role: "admin".into(),
+            user: (name == "ci").then(|| "alice".to_string()),
             name: name.into(),
             created_at: 0,
             expires_at,
@@ -217,7 +268,9 @@ mod tests {
         );
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 3);
-        assert!(lines[0].starts_with("KEY ID        ORG   ROLE   NAME"));
+        assert!(lines[0].starts_with("KEY ID        ORG   ROLE   USER   NAME"));
+        assert!(lines[1].starts_with("aaaaaaaa1111  demo  admin  alice  ci "));
+        assert!(lines[2].starts_with("bbbbbbbb2222  demo  admin  -      ünïcode name"));
         assert!(lines[1].ends_with("never"));
         assert!(lines[2].ends_with("1970-01-01 00:01:00 (expired)"));
         // Columns line up (counted in characters) even with multi-byte names.

@@ -3,7 +3,7 @@
 //! The messages are returned to the client as-is, so they name the rule and never echo
 //! large or hostile input back verbatim.
 
-use mcp_guard_protocol::label::{is_valid_label, LABEL_RULE};
+use mcp_guard_protocol::label::{is_valid_label, is_valid_user_name, LABEL_RULE, USER_NAME_RULE};
 
 /// Longest key lifetime accepted: 100 years. Keeps `expires_at` far from integer overflow
 /// and catches unit mistakes (milliseconds sent as seconds).
@@ -18,6 +18,15 @@ pub fn check_label(what: &str, value: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("{what} must be {LABEL_RULE}"))
+    }
+}
+
+/// Checks a user name against the protocol's user-name grammar.
+pub fn check_user_name(value: &str) -> Result<(), String> {
+    if is_valid_user_name(value) {
+        Ok(())
+    } else {
+        Err(format!("user must be {USER_NAME_RULE}"))
     }
 }
 

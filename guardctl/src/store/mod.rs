@@ -1,4 +1,5 @@
-//! The store: keys, their hash rows, and the append-only change log that versions the key set.
+//! The store: users, keys, their hash rows, the append-only change log that versions the key set,
+//! and the audit trail of every admin action.
 //!
 //! [`KeyStore`] is the one interface the API uses; `sqlite.rs` is the implementation today (the
 //! embedded default). Every method is blocking: the server calls them from `spawn_blocking`,
@@ -21,6 +22,44 @@ pub enum StoreError {
     Database(Box<dyn std::error::Error + Send + Sync>),
     /// The database exists but cannot be used (newer schema, missing epoch, not WAL, ...).
     Unusable(String),
+    /// The write contradicts what the database holds; nothing was written. The API answers
+    /// it to the client (404 or 409), not as a failure.
+    Refused(Refusal),
+}
+
+/// Why a write was refused. The text is client-safe: it names only what the client sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    NoSuchUser {
+        org: String,
+        name: String,
+    },
+    UserExists {
+        org: String,
+        name: String,
+    },
+    /// The user still has live keys (and the caller did not ask to revoke them).
+    UserHasKeys {
+        org: String,
+        name: String,
+        keys: u64,
+    },
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::NoSuchUser { org, name } => write!(f, "no user {name} in org {org}"),
+            Refusal::UserExists { org, name } => {
+                write!(f, "user {name} already exists in org {org}")
+            }
+            Refusal::UserHasKeys { org, name, keys } => write!(
+                f,
+                "user {name} in org {org} has {keys} live key(s): revoke them first, or remove \
+                 the user with --revoke-keys"
+            ),
+        }
+    }
 }
 
 impl fmt::Display for StoreError {
@@ -28,6 +67,7 @@ impl fmt::Display for StoreError {
         match self {
             StoreError::Database(err) => write!(f, "database: {err}"),
             StoreError::Unusable(why) => f.write_str(why),
+            StoreError::Refused(refusal) => refusal.fmt(f),
         }
     }
 }
@@ -42,16 +82,27 @@ pub struct KeyInfo {
     pub key_id: String,
     pub org: String,
     pub role: String,
+    /// The user who issued the key; `None` for a service key (created with an org and a role).
+    pub user: Option<String>,
     pub name: String,
     pub created_at: i64,
     pub expires_at: Option<i64>,
 }
 
+/// Who a new key acts for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Issuer {
+    /// A service key: the org and role given.
+    Service { org: String, role: String },
+    /// A user's key: the user's org, and the user's role as it is when the key is created,
+    /// frozen (read in the same transaction that writes the key).
+    User { org: String, name: String },
+}
+
 /// The fields an operator chooses for a new key, already validated.
 #[derive(Debug, Clone)]
 pub struct NewKey {
-    pub org: String,
-    pub role: String,
+    pub issuer: Issuer,
     pub name: String,
     pub created_at: i64,
     pub expires_at: Option<i64>,
@@ -84,6 +135,54 @@ pub struct HashRow {
     pub expires_at: Option<i64>,
 }
 
+/// A user as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserInfo {
+    pub org: String,
+    pub name: String,
+    pub role: String,
+    pub created_at: i64,
+    /// Live keys the user issued.
+    pub keys: u64,
+}
+
+/// A role change: what it was and what it is now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleChange {
+    pub from: String,
+    pub to: String,
+}
+
+/// A removed user and the keys revoked with it, with the key-set version of each revocation.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RemovedUser {
+    pub revoked: Vec<(String, u64)>,
+}
+
+/// One row of the audit trail. Never a token, never a hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// Position in the trail, 1 for the first action.
+    pub id: u64,
+    /// Unix seconds.
+    pub at: i64,
+    /// Who did it: `admin` for the admin token.
+    pub actor: String,
+    /// `user.add`, `user.set-role`, `user.remove`, `key.create`, `key.revoke`, `key.import`.
+    pub action: String,
+    /// What it was done to: `user <org>/<name>`, `key <key-id>`, `keys` (an import).
+    pub object: String,
+    /// The facts of the change (`role viewer -> member`, `org demo role viewer user alice`).
+    pub detail: String,
+}
+
+/// The admin who makes a write, and when: recorded in the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor<'a> {
+    pub name: &'a str,
+    pub at: i64,
+}
+
 /// One entry of the change log as the sync API sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
@@ -111,13 +210,36 @@ pub trait KeyStore: Send + Sync {
     fn location(&self) -> String;
     /// How many reads may run at once.
     fn max_concurrent_reads(&self) -> usize;
-    /// Issues a new key: its row and its upsert change in one transaction.
-    fn create_key(&self, new_key: &NewKey) -> StoreResult<CreatedKey>;
+    /// Issues a new key: its row, its upsert change and its audit row in one transaction.
+    fn create_key(&self, new_key: &NewKey, actor: &Actor) -> StoreResult<CreatedKey>;
     /// Revokes a key: deletes its hash row and appends a revoke change, in one transaction.
     /// `None` when no such key exists.
-    fn revoke_key(&self, key_id: &str) -> StoreResult<Option<u64>>;
+    fn revoke_key(&self, key_id: &str, actor: &Actor) -> StoreResult<Option<u64>>;
     /// Adds imported hash rows (already validated), all or nothing.
-    fn import_keys(&self, rows: &[ImportRow], created_at: i64) -> StoreResult<ImportOutcome>;
+    fn import_keys(&self, rows: &[ImportRow], actor: &Actor) -> StoreResult<ImportOutcome>;
+    /// Adds a user (unique within its org).
+    fn add_user(&self, org: &str, name: &str, role: &str, actor: &Actor) -> StoreResult<UserInfo>;
+    /// Changes a user's role; keys the user issued keep the role they were created with.
+    fn set_user_role(
+        &self,
+        org: &str,
+        name: &str,
+        role: &str,
+        actor: &Actor,
+    ) -> StoreResult<RoleChange>;
+    /// Removes a user: refused while it has live keys, unless `revoke_keys`, which revokes them
+    /// in the same transaction.
+    fn remove_user(
+        &self,
+        org: &str,
+        name: &str,
+        revoke_keys: bool,
+        actor: &Actor,
+    ) -> StoreResult<RemovedUser>;
+    /// All users, by org then name.
+    fn list_users(&self) -> StoreResult<Vec<UserInfo>>;
+    /// Up to `limit` audit rows at or after `since` (Unix seconds), oldest first.
+    fn audit_since(&self, since: i64, limit: usize) -> StoreResult<Vec<AuditEvent>>;
     /// All live keys, oldest first.
     fn list_keys(&self) -> StoreResult<Vec<KeyInfo>>;
     /// The version of the newest change (0 for an empty log).

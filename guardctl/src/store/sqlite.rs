@@ -7,8 +7,8 @@
 //! durable before the client hears about it.
 
 use super::{
-    Change, ChangesRead, CreatedKey, HashRow, ImportOutcome, KeyInfo, KeyStore, NewKey, StoreError,
-    StoreResult,
+    Actor, AuditEvent, Change, ChangesRead, CreatedKey, HashRow, ImportOutcome, Issuer, KeyInfo,
+    KeyStore, NewKey, Refusal, RemovedUser, RoleChange, StoreError, StoreResult, UserInfo,
 };
 use crate::keys::import::{ImportRow, DEFAULT_NAME};
 use crate::keys::token;
@@ -17,8 +17,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-/// Schema version kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+/// Schema version kept in `PRAGMA user_version`. 1: keys and changes; 2: users, the issuing
+/// user of a key, the audit trail.
+const SCHEMA_VERSION: i64 = 2;
 /// Read connections kept open for reuse. The server runs at most this many reads at once.
 pub const READER_POOL_SIZE: usize = 4;
 /// How often a create retries when the random key-id is already taken. With 36^12 possible ids a
@@ -37,7 +38,8 @@ CREATE TABLE IF NOT EXISTS keys (
     role       TEXT NOT NULL,
     name       TEXT NOT NULL,
     created_at INTEGER NOT NULL,
-    expires_at INTEGER
+    expires_at INTEGER,
+    user       TEXT
 );
 CREATE TABLE IF NOT EXISTS changes (
     version INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -47,6 +49,27 @@ CREATE TABLE IF NOT EXISTS changes (
 -- Lets a create check that a new key-id was never used before, revoked keys included,
 -- so a key-id always names one key for the whole life of the database.
 CREATE INDEX IF NOT EXISTS changes_by_key_id ON changes (key_id);
+";
+
+/// What schema 2 adds; run after `keys` has its `user` column.
+const SCHEMA_2: &str = "
+CREATE TABLE IF NOT EXISTS users (
+    org        TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    role       TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (org, name)
+);
+CREATE INDEX IF NOT EXISTS keys_by_user ON keys (org, user);
+CREATE TABLE IF NOT EXISTS audit (
+    id     INTEGER PRIMARY KEY AUTOINCREMENT,
+    at     INTEGER NOT NULL,
+    actor  TEXT NOT NULL,
+    action TEXT NOT NULL,
+    object TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_by_time ON audit (at);
 ";
 
 pub struct SqliteStore {
@@ -132,10 +155,18 @@ impl KeyStore for SqliteStore {
         READER_POOL_SIZE
     }
 
-    /// Issues a new key: inserts the key row and its 'upsert' change in one transaction.
-    fn create_key(&self, new_key: &NewKey) -> StoreResult<CreatedKey> {
+    /// Issues a new key: inserts the key row, its 'upsert' change and its audit row in one
+    /// transaction. A user's key takes the user's role as it is in this transaction.
+    fn create_key(&self, new_key: &NewKey, actor: &Actor) -> StoreResult<CreatedKey> {
         let mut conn = self.writer();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let (org, role, user) = match &new_key.issuer {
+            Issuer::Service { org, role } => (org.clone(), role.clone(), None),
+            Issuer::User { org, name } => {
+                let role = user_role(&tx, org, name)?;
+                (org.clone(), role, Some(name.clone()))
+            }
+        };
         let mut fresh = None;
         for _ in 0..KEY_ID_ATTEMPTS {
             let candidate = token::generate_token();
@@ -154,25 +185,37 @@ impl KeyStore for SqliteStore {
             StoreError::Unusable("could not find an unused key-id; is the RNG broken?".into())
         })?;
         tx.execute(
-            "INSERT INTO keys (key_id, sha256, org, role, name, created_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO keys (key_id, sha256, org, role, name, created_at, expires_at, user)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 token.key_id,
                 token.sha256,
-                new_key.org,
-                new_key.role,
+                org,
+                role,
                 new_key.name,
                 new_key.created_at,
-                new_key.expires_at
+                new_key.expires_at,
+                user
             ],
         )?;
         let version = insert_change(&tx, &token.key_id, "upsert")?;
+        let issued_by = user
+            .as_deref()
+            .map_or_else(String::new, |user| format!(" user {user}"));
+        audit(
+            &tx,
+            actor,
+            "key.create",
+            &format!("key {}", token.key_id),
+            &format!("org {org} role {role}{issued_by}"),
+        )?;
         tx.commit()?;
         Ok(CreatedKey {
             info: KeyInfo {
                 key_id: token.key_id.clone(),
-                org: new_key.org.clone(),
-                role: new_key.role.clone(),
+                org,
+                role,
+                user,
                 name: new_key.name.clone(),
                 created_at: new_key.created_at,
                 expires_at: new_key.expires_at,
@@ -184,23 +227,22 @@ impl KeyStore for SqliteStore {
 
     /// Revokes a key: deletes its row (and so its hash) and appends a 'revoke' change, in one
     /// transaction. Returns the version of the change, or `None` when no such key exists.
-    fn revoke_key(&self, key_id: &str) -> StoreResult<Option<u64>> {
+    fn revoke_key(&self, key_id: &str, actor: &Actor) -> StoreResult<Option<u64>> {
         let mut conn = self.writer();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let deleted = tx.execute("DELETE FROM keys WHERE key_id = ?1", [key_id])?;
-        if deleted == 0 {
-            return Ok(None); // dropping `tx` rolls back the empty transaction
-        }
-        let version = insert_change(&tx, key_id, "revoke")?;
-        tx.commit()?;
-        Ok(Some(version))
+        let version = revoke_in(&tx, key_id, actor)?;
+        if version.is_some() {
+            tx.commit()?;
+        } // else dropping `tx` rolls back the empty transaction
+        Ok(version)
     }
 
     /// Adds imported hash rows (already validated) in one transaction: a key row and an
     /// 'upsert' change each, in the given order. A key-id already used in this database, by a
     /// live or a revoked key, or twice in `rows`, refuses the whole batch: the outcome names the
     /// first offending row and nothing is written.
-    fn import_keys(&self, rows: &[ImportRow], created_at: i64) -> StoreResult<ImportOutcome> {
+    fn import_keys(&self, rows: &[ImportRow], actor: &Actor) -> StoreResult<ImportOutcome> {
+        let created_at = actor.at;
         let mut conn = self.writer();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut version = read_current_version(&tx)?;
@@ -233,6 +275,12 @@ impl KeyStore for SqliteStore {
                 version = u64::try_from(tx.last_insert_rowid()).unwrap_or(0);
             }
         }
+        let first = rows.first().map_or("", |row| row.key_id.as_str());
+        let detail = format!(
+            "{} rows, first key {first}, up to version {version}",
+            rows.len()
+        );
+        audit(&tx, actor, "key.import", "keys", &detail)?;
         tx.commit()?;
         Ok(ImportOutcome::Imported {
             count: u64::try_from(rows.len()).unwrap_or(u64::MAX),
@@ -245,16 +293,155 @@ impl KeyStore for SqliteStore {
     fn list_keys(&self) -> StoreResult<Vec<KeyInfo>> {
         self.with_reader(|conn| {
             let mut stmt = conn.prepare(
-                "SELECT key_id, org, role, name, created_at, expires_at FROM keys ORDER BY rowid",
+                "SELECT key_id, org, role, user, name, created_at, expires_at FROM keys
+                 ORDER BY rowid",
             )?;
             let rows = stmt.query_map([], |row| {
                 Ok(KeyInfo {
                     key_id: row.get(0)?,
                     org: row.get(1)?,
                     role: row.get(2)?,
-                    name: row.get(3)?,
-                    created_at: row.get(4)?,
-                    expires_at: row.get(5)?,
+                    user: row.get(3)?,
+                    name: row.get(4)?,
+                    created_at: row.get(5)?,
+                    expires_at: row.get(6)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn add_user(&self, org: &str, name: &str, role: &str, actor: &Actor) -> StoreResult<UserInfo> {
+        let mut conn = self.writer();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let inserted = tx.execute(
+            "INSERT INTO users (org, name, role, created_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (org, name) DO NOTHING",
+            params![org, name, role, actor.at],
+        )?;
+        if inserted == 0 {
+            return Err(refused_exists(org, name));
+        }
+        audit(
+            &tx,
+            actor,
+            "user.add",
+            &user_object(org, name),
+            &format!("role {role}"),
+        )?;
+        tx.commit()?;
+        Ok(UserInfo {
+            org: org.into(),
+            name: name.into(),
+            role: role.into(),
+            created_at: actor.at,
+            keys: 0,
+        })
+    }
+
+    fn set_user_role(
+        &self,
+        org: &str,
+        name: &str,
+        role: &str,
+        actor: &Actor,
+    ) -> StoreResult<RoleChange> {
+        let mut conn = self.writer();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let from = user_role(&tx, org, name)?;
+        tx.execute(
+            "UPDATE users SET role = ?3 WHERE org = ?1 AND name = ?2",
+            params![org, name, role],
+        )?;
+        let detail = format!("role {from} -> {role}");
+        audit(
+            &tx,
+            actor,
+            "user.set-role",
+            &user_object(org, name),
+            &detail,
+        )?;
+        tx.commit()?;
+        Ok(RoleChange {
+            from,
+            to: role.into(),
+        })
+    }
+
+    fn remove_user(
+        &self,
+        org: &str,
+        name: &str,
+        revoke_keys: bool,
+        actor: &Actor,
+    ) -> StoreResult<RemovedUser> {
+        let mut conn = self.writer();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        user_role(&tx, org, name)?;
+        let key_ids = {
+            let mut stmt =
+                tx.prepare("SELECT key_id FROM keys WHERE org = ?1 AND user = ?2 ORDER BY rowid")?;
+            let rows = stmt.query_map([org, name], |row| row.get::<_, String>(0))?;
+            rows.collect::<Result<Vec<_>, _>>()?
+        };
+        if !key_ids.is_empty() && !revoke_keys {
+            return Err(StoreError::Refused(Refusal::UserHasKeys {
+                org: org.into(),
+                name: name.into(),
+                keys: u64::try_from(key_ids.len()).unwrap_or(u64::MAX),
+            }));
+        }
+        let mut removed = RemovedUser::default();
+        for key_id in key_ids {
+            if let Some(version) = revoke_in(&tx, &key_id, actor)? {
+                removed.revoked.push((key_id, version));
+            }
+        }
+        tx.execute(
+            "DELETE FROM users WHERE org = ?1 AND name = ?2",
+            [org, name],
+        )?;
+        let detail = format!("{} key(s) revoked with it", removed.revoked.len());
+        audit(&tx, actor, "user.remove", &user_object(org, name), &detail)?;
+        tx.commit()?;
+        Ok(removed)
+    }
+
+    fn list_users(&self) -> StoreResult<Vec<UserInfo>> {
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT u.org, u.name, u.role, u.created_at,
+                        (SELECT COUNT(*) FROM keys AS k WHERE k.org = u.org AND k.user = u.name)
+                 FROM users AS u ORDER BY u.org, u.name",
+            )?;
+            let rows = stmt.query_map([], |row| {
+                Ok(UserInfo {
+                    org: row.get(0)?,
+                    name: row.get(1)?,
+                    role: row.get(2)?,
+                    created_at: row.get(3)?,
+                    keys: u64::try_from(row.get::<_, i64>(4)?).unwrap_or(0),
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn audit_since(&self, since: i64, limit: usize) -> StoreResult<Vec<AuditEvent>> {
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT id, at, actor, action, object, detail FROM audit
+                 WHERE at >= ?1 ORDER BY id LIMIT ?2",
+            )?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = stmt.query_map(params![since, limit], |row| {
+                Ok(AuditEvent {
+                    id: u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0),
+                    at: row.get(1)?,
+                    actor: row.get(2)?,
+                    action: row.get(3)?,
+                    object: row.get(4)?,
+                    detail: row.get(5)?,
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -362,6 +549,11 @@ fn init_schema(conn: &mut Connection) -> StoreResult<String> {
         )));
     }
     tx.execute_batch(SCHEMA)?;
+    if schema_version == 1 {
+        // Keys made before users existed are service keys: no issuing user.
+        tx.execute_batch("ALTER TABLE keys ADD COLUMN user TEXT")?;
+    }
+    tx.execute_batch(SCHEMA_2)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     let existing: Option<String> = tx
         .query_row("SELECT value FROM meta WHERE name = 'epoch'", [], |row| {
@@ -391,6 +583,58 @@ fn insert_change(conn: &Connection, key_id: &str, kind: &str) -> StoreResult<u64
     Ok(u64::try_from(conn.last_insert_rowid()).unwrap_or(0))
 }
 
+/// Deletes a key's row and appends its revoke change and audit row; `None` when no such key.
+fn revoke_in(conn: &Connection, key_id: &str, actor: &Actor) -> StoreResult<Option<u64>> {
+    if conn.execute("DELETE FROM keys WHERE key_id = ?1", [key_id])? == 0 {
+        return Ok(None);
+    }
+    let version = insert_change(conn, key_id, "revoke")?;
+    audit(conn, actor, "key.revoke", &format!("key {key_id}"), "")?;
+    Ok(Some(version))
+}
+
+/// Appends one row to the audit trail, in the caller's transaction.
+fn audit(
+    conn: &Connection,
+    actor: &Actor,
+    action: &str,
+    object: &str,
+    detail: &str,
+) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO audit (at, actor, action, object, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![actor.at, actor.name, action, object, detail])?;
+    Ok(())
+}
+
+/// The current role of a user, or the refusal that names it.
+fn user_role(conn: &Connection, org: &str, name: &str) -> StoreResult<String> {
+    conn.query_row(
+        "SELECT role FROM users WHERE org = ?1 AND name = ?2",
+        [org, name],
+        |row| row.get(0),
+    )
+    .optional()?
+    .ok_or_else(|| {
+        StoreError::Refused(Refusal::NoSuchUser {
+            org: org.into(),
+            name: name.into(),
+        })
+    })
+}
+
+fn refused_exists(org: &str, name: &str) -> StoreError {
+    StoreError::Refused(Refusal::UserExists {
+        org: org.into(),
+        name: name.into(),
+    })
+}
+
+fn user_object(org: &str, name: &str) -> String {
+    format!("user {org}/{name}")
+}
+
 fn read_current_version(conn: &Connection) -> StoreResult<u64> {
     let version: i64 =
         conn.query_row("SELECT COALESCE(MAX(version), 0) FROM changes", [], |row| {
@@ -410,10 +654,21 @@ pub(crate) mod tests {
         (dir, store)
     }
 
+    pub(crate) const ADMIN: Actor<'static> = Actor {
+        name: "admin",
+        at: 1_700_000_000,
+    };
+
+    pub(crate) fn actor_at(at: i64) -> Actor<'static> {
+        Actor { name: "admin", at }
+    }
+
     pub(crate) fn new_key(name: &str) -> NewKey {
         NewKey {
-            org: "demo".into(),
-            role: "admin".into(),
+            issuer: Issuer::Service {
+                org: "demo".into(),
+                role: "admin".into(),
+            },
             name: name.into(),
             created_at: 1_700_000_000,
             expires_at: None,
@@ -424,12 +679,15 @@ pub(crate) mod tests {
     fn create_list_revoke() {
         let (_dir, store) = temp_store();
         assert_eq!(store.current_version().unwrap(), 0);
-        let a = store.create_key(&new_key("a")).unwrap();
+        let a = store.create_key(&new_key("a"), &ADMIN).unwrap();
         let b = store
-            .create_key(&NewKey {
-                expires_at: Some(1_700_000_090),
-                ..new_key("b")
-            })
+            .create_key(
+                &NewKey {
+                    expires_at: Some(1_700_000_090),
+                    ..new_key("b")
+                },
+                &ADMIN,
+            )
             .unwrap();
         assert_eq!((a.version, b.version), (1, 2));
         assert_eq!(store.current_version().unwrap(), 2);
@@ -439,9 +697,9 @@ pub(crate) mod tests {
         assert_eq!(listed, vec![a.info.clone(), b.info.clone()]);
         assert_eq!(listed[1].expires_at, Some(1_700_000_090));
 
-        assert_eq!(store.revoke_key(&a.info.key_id).unwrap(), Some(3));
-        assert_eq!(store.revoke_key(&a.info.key_id).unwrap(), None);
-        assert_eq!(store.revoke_key("nosuchkey123").unwrap(), None);
+        assert_eq!(store.revoke_key(&a.info.key_id, &ADMIN).unwrap(), Some(3));
+        assert_eq!(store.revoke_key(&a.info.key_id, &ADMIN).unwrap(), None);
+        assert_eq!(store.revoke_key("nosuchkey123", &ADMIN).unwrap(), None);
         assert_eq!(store.current_version().unwrap(), 3);
         assert_eq!(store.list_keys().unwrap(), vec![b.info]);
     }
@@ -460,9 +718,9 @@ pub(crate) mod tests {
     #[test]
     fn import_batches_version_every_row_and_refuse_reused_key_ids() {
         let (_dir, store) = temp_store();
-        let live = store.create_key(&new_key("live")).unwrap();
-        let gone = store.create_key(&new_key("gone")).unwrap();
-        store.revoke_key(&gone.info.key_id).unwrap();
+        let live = store.create_key(&new_key("live"), &ADMIN).unwrap();
+        let gone = store.create_key(&new_key("gone"), &ADMIN).unwrap();
+        store.revoke_key(&gone.info.key_id, &ADMIN).unwrap();
         let hash = |n: u8| format!("{n:02x}").repeat(32);
 
         let rows = vec![
@@ -470,7 +728,7 @@ pub(crate) mod tests {
             import_row("imported02", &hash(2)),
         ];
         assert_eq!(
-            store.import_keys(&rows, 1_700_000_100).unwrap(),
+            store.import_keys(&rows, &actor_at(1_700_000_100)).unwrap(),
             ImportOutcome::Imported {
                 count: 2,
                 version: 5
@@ -515,7 +773,7 @@ pub(crate) mod tests {
             ),
         ] {
             assert_eq!(
-                store.import_keys(&batch, 1_700_000_200).unwrap(),
+                store.import_keys(&batch, &actor_at(1_700_000_200)).unwrap(),
                 ImportOutcome::Duplicate { index }
             );
         }
@@ -531,7 +789,7 @@ pub(crate) mod tests {
     #[test]
     fn no_plaintext_token_is_stored() {
         let (dir, store) = temp_store();
-        let created = store.create_key(&new_key("secretive")).unwrap();
+        let created = store.create_key(&new_key("secretive"), &ADMIN).unwrap();
         drop(store);
         let conn = Connection::open(dir.path().join("guard.db")).unwrap();
         let (sha256, count): (String, i64) = conn
@@ -587,7 +845,7 @@ pub(crate) mod tests {
         let epoch = store.epoch().to_string();
         assert_eq!(epoch.len(), 16);
         assert!(epoch.bytes().all(|b| b.is_ascii_hexdigit()));
-        let created = store.create_key(&new_key("kept")).unwrap();
+        let created = store.create_key(&new_key("kept"), &ADMIN).unwrap();
         drop(store);
 
         let store = SqliteStore::open(&path).unwrap();
@@ -602,9 +860,9 @@ pub(crate) mod tests {
     #[test]
     fn changes_since_reports_revoked_upserts_without_hash() {
         let (_dir, store) = temp_store();
-        let a = store.create_key(&new_key("a")).unwrap();
-        let b = store.create_key(&new_key("b")).unwrap();
-        store.revoke_key(&a.info.key_id).unwrap();
+        let a = store.create_key(&new_key("a"), &ADMIN).unwrap();
+        let b = store.create_key(&new_key("b"), &ADMIN).unwrap();
+        store.revoke_key(&a.info.key_id, &ADMIN).unwrap();
 
         let read = store.changes_since(0, 100).unwrap();
         assert_eq!(read.current_version, 3);
@@ -642,5 +900,209 @@ pub(crate) mod tests {
             SqliteStore::open(&path),
             Err(StoreError::Unusable(_))
         ));
+    }
+
+    fn user_key(user: &str, name: &str) -> NewKey {
+        NewKey {
+            issuer: Issuer::User {
+                org: "demo".into(),
+                name: user.into(),
+            },
+            ..new_key(name)
+        }
+    }
+
+    #[test]
+    fn a_users_key_keeps_the_role_it_was_created_with() {
+        let (_dir, store) = temp_store();
+        store.add_user("demo", "alice", "viewer", &ADMIN).unwrap();
+        let first = store
+            .create_key(&user_key("alice", "first"), &ADMIN)
+            .unwrap();
+        assert_eq!(
+            (first.info.role.as_str(), first.info.user.as_deref()),
+            ("viewer", Some("alice"))
+        );
+        let change = store
+            .set_user_role("demo", "alice", "admin", &ADMIN)
+            .unwrap();
+        assert_eq!(
+            (change.from.as_str(), change.to.as_str()),
+            ("viewer", "admin")
+        );
+        let second = store
+            .create_key(&user_key("alice", "second"), &ADMIN)
+            .unwrap();
+        assert_eq!(second.info.role, "admin");
+        // The first key is unchanged in the list and in what the proxies get.
+        let listed = store.list_keys().unwrap();
+        assert_eq!(listed, vec![first.info.clone(), second.info.clone()]);
+        let rows = store.changes_since(0, 10).unwrap().changes;
+        let roles: Vec<_> = rows
+            .iter()
+            .map(|c| c.hash_row.as_ref().unwrap().role.as_str())
+            .collect();
+        assert_eq!(roles, ["viewer", "admin"]);
+        // A role change is not a key-set change.
+        assert_eq!(store.current_version().unwrap(), 2);
+    }
+
+    #[test]
+    fn users_are_unique_within_an_org_and_must_exist() {
+        let (_dir, store) = temp_store();
+        store.add_user("demo", "alice", "viewer", &ADMIN).unwrap();
+        store.add_user("acme", "alice", "admin", &ADMIN).unwrap();
+        let again = store
+            .add_user("demo", "alice", "admin", &ADMIN)
+            .unwrap_err();
+        assert!(
+            matches!(again, StoreError::Refused(Refusal::UserExists { .. })),
+            "{again}"
+        );
+        let missing = store.create_key(&user_key("bob", "k"), &ADMIN).unwrap_err();
+        assert_eq!(missing.to_string(), "no user bob in org demo");
+        assert!(store.set_user_role("demo", "bob", "x", &ADMIN).is_err());
+        assert!(store.remove_user("demo", "bob", true, &ADMIN).is_err());
+        assert_eq!(store.current_version().unwrap(), 0);
+        let users = store.list_users().unwrap();
+        let names: Vec<_> = users
+            .iter()
+            .map(|u| (u.org.as_str(), u.role.as_str()))
+            .collect();
+        assert_eq!(names, [("acme", "admin"), ("demo", "viewer")]);
+    }
+
+    #[test]
+    fn removing_a_user_with_keys_needs_revoke_keys_and_revokes_them_at_once() {
+        let (_dir, store) = temp_store();
+        store.add_user("demo", "alice", "viewer", &ADMIN).unwrap();
+        let a = store.create_key(&user_key("alice", "a"), &ADMIN).unwrap();
+        let b = store.create_key(&user_key("alice", "b"), &ADMIN).unwrap();
+        let service = store.create_key(&new_key("service"), &ADMIN).unwrap();
+        assert_eq!(store.list_users().unwrap()[0].keys, 2);
+
+        let refused = store
+            .remove_user("demo", "alice", false, &ADMIN)
+            .unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                StoreError::Refused(Refusal::UserHasKeys { keys: 2, .. })
+            ),
+            "{refused}"
+        );
+        assert_eq!(store.list_users().unwrap().len(), 1);
+        assert_eq!(store.current_version().unwrap(), 3);
+
+        let removed = store.remove_user("demo", "alice", true, &ADMIN).unwrap();
+        assert_eq!(
+            removed.revoked,
+            vec![(a.info.key_id.clone(), 4), (b.info.key_id.clone(), 5)]
+        );
+        assert!(store.list_users().unwrap().is_empty());
+        assert_eq!(store.list_keys().unwrap(), vec![service.info]);
+        let page = store.changes_since(3, 10).unwrap();
+        assert!(page.changes.iter().all(|c| c.hash_row.is_none()));
+        // A user without keys goes without the flag.
+        store.add_user("demo", "bob", "viewer", &ADMIN).unwrap();
+        assert!(store
+            .remove_user("demo", "bob", false, &ADMIN)
+            .unwrap()
+            .revoked
+            .is_empty());
+    }
+
+    #[test]
+    fn every_admin_action_is_audited_without_tokens_or_hashes() {
+        let (_dir, store) = temp_store();
+        store
+            .add_user("demo", "alice", "viewer", &actor_at(10))
+            .unwrap();
+        let key = store
+            .create_key(&user_key("alice", "k"), &actor_at(11))
+            .unwrap();
+        store
+            .set_user_role("demo", "alice", "admin", &actor_at(12))
+            .unwrap();
+        store.revoke_key(&key.info.key_id, &actor_at(13)).unwrap();
+        store
+            .import_keys(&[import_row("imported1", &"ab".repeat(32))], &actor_at(14))
+            .unwrap();
+        store
+            .remove_user("demo", "alice", false, &actor_at(15))
+            .unwrap();
+        let _ = store.remove_user("demo", "alice", false, &actor_at(16)); // refused: not audited
+
+        let events = store.audit_since(0, 100).unwrap();
+        let actions: Vec<_> = events
+            .iter()
+            .map(|e| (e.at, e.action.as_str(), e.object.as_str()))
+            .collect();
+        let key_object = format!("key {}", key.info.key_id);
+        assert_eq!(
+            actions,
+            [
+                (10, "user.add", "user demo/alice"),
+                (11, "key.create", key_object.as_str()),
+                (12, "user.set-role", "user demo/alice"),
+                (13, "key.revoke", key_object.as_str()),
+                (14, "key.import", "keys"),
+                (15, "user.remove", "user demo/alice"),
+            ]
+        );
+        assert!(events.iter().all(|e| e.actor == "admin"));
+        assert_eq!(events[1].detail, "org demo role viewer user alice");
+        assert_eq!(events[2].detail, "role viewer -> admin");
+        let secret = key.token.token.split('_').next_back().unwrap().to_string();
+        for event in &events {
+            let text = format!("{} {} {}", event.action, event.object, event.detail);
+            assert!(
+                !text.contains(&secret) && !text.contains(&key.token.sha256),
+                "{text}"
+            );
+            assert!(!text.contains(&"ab".repeat(32)), "{text}");
+        }
+        assert_eq!(store.audit_since(13, 100).unwrap().len(), 3);
+        assert_eq!(store.audit_since(0, 2).unwrap().len(), 2);
+    }
+
+    /// A database made by the first schema opens, keeps its keys as service keys, and gains
+    /// users and the audit trail.
+    #[test]
+    fn schema_1_databases_are_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("guard.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+                 CREATE TABLE keys (key_id TEXT PRIMARY KEY, sha256 TEXT NOT NULL,
+                     org TEXT NOT NULL, role TEXT NOT NULL, name TEXT NOT NULL,
+                     created_at INTEGER NOT NULL, expires_at INTEGER);
+                 CREATE TABLE changes (version INTEGER PRIMARY KEY AUTOINCREMENT,
+                     key_id TEXT NOT NULL,
+                     kind TEXT NOT NULL CHECK (kind IN ('upsert', 'revoke')));
+                 INSERT INTO meta VALUES ('epoch', 'e0e0e0e0e0e0e0e0');
+                 INSERT INTO keys VALUES ('oldkey12', '00', 'demo', 'admin', 'old', 5, NULL);
+                 INSERT INTO changes (key_id, kind) VALUES ('oldkey12', 'upsert');
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.epoch(), "e0e0e0e0e0e0e0e0");
+        let keys = store.list_keys().unwrap();
+        assert_eq!(
+            (keys[0].key_id.as_str(), keys[0].user.as_deref()),
+            ("oldkey12", None)
+        );
+        store.add_user("demo", "alice", "viewer", &ADMIN).unwrap();
+        let created = store.create_key(&user_key("alice", "new"), &ADMIN).unwrap();
+        assert_eq!(created.version, 2);
+        drop(store);
+        // Opening again is a no-op.
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.list_keys().unwrap().len(), 2);
+        assert_eq!(store.audit_since(0, 10).unwrap().len(), 2);
     }
 }
