@@ -80,6 +80,7 @@ fn main() {
         expires_at: None,
         org: "demo".into(),
         role: "member".into(),
+        user: None,
     };
 
     report(

@@ -259,6 +259,7 @@ mod tests {
             expires_at,
             org: "demo".into(),
             role: "member".into(),
+            user: None,
         })
     }
 
@@ -341,6 +342,7 @@ mod tests {
                     expires_at: None,
                     org: "demo".into(),
                     role: "member".into(),
+                    user: None,
                 }),
                 DenyReason::BadSecret,
             ),

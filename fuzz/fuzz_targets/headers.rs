@@ -74,6 +74,7 @@ fuzz_target!(|data: &[u8]| {
         expires_at: None,
         org: "demo".into(),
         role: "member".into(),
+        user: None,
     };
     let headers = RequestHeaders::from_pairs(&pairs);
     let decision = decide(&headers, &config, |_| Lookup::Active(record), || 0);

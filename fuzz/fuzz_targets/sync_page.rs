@@ -3,7 +3,7 @@
 //!
 //! Properties:
 //! 1. `SyncPage::decode` never panics, and whatever it accepts keeps every rule: the epoch's
-//!    grammar, key-ids, orgs and roles of their grammars, every entry's version inside the page
+//!    grammar, key-ids, orgs, roles and users of their grammars, every entry's version inside the page
 //!    (from 0 when the page starts another history).
 //! 2. What it accepts encodes and decodes back to the same page (guardctl's encoder and the
 //!    filter's decoder agree), and the encoding is canonical: encoding it again gives the same
@@ -11,7 +11,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mcp_guard_protocol::label::is_valid_label;
+use mcp_guard_protocol::label::{is_valid_label, is_valid_user_name};
 use mcp_guard_protocol::sync::SyncPage;
 use mcp_guard_protocol::token::is_valid_key_id;
 
@@ -30,6 +30,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(upsert.version > base && upsert.version <= page.version);
         assert!(is_valid_key_id(&upsert.key_id));
         assert!(is_valid_label(&upsert.org) && is_valid_label(&upsert.role));
+        assert!(upsert.user.as_deref().is_none_or(is_valid_user_name));
     }
     for revocation in &page.revocations {
         assert!(revocation.version > base && revocation.version <= page.version);

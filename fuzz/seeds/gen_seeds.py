@@ -290,6 +290,8 @@ def main():
         le(0) + pg(b"e1", b"1") + b"trailing",
         le(0) + b"[]",
         b"",
+        le(0) + pg(b"e1", b"1", up(b"aaaaaaaa", b"1").replace(b'"version"', b'"user":"alice@example.com","version"')),
+        le(0) + pg(b"e1", b"1", up(b"aaaaaaaa", b"1").replace(b'"version"', b'"user":"Alice","version"')),
     ]
     for i, data in enumerate(sync_cases):
         h = hashlib.sha1(data).hexdigest()[:8]

@@ -822,8 +822,20 @@ fn users_freeze_roles_into_keys_and_every_step_is_audited() {
         (listed[0].role.as_str(), listed[0].user.as_deref()),
         ("viewer", Some("alice"))
     );
-    let (_, page) = get(&format!("{}/v1/keyset?since=0", server.url), None);
+    // The issuing user travels in format 2 only: a format-1 reader refuses members it does not
+    // know, and one that names a newer format than guardctl's gets guardctl's.
+    let (_, page) = get(&format!("{}/v1/keyset?since=0&format=2", server.url), None);
     assert_eq!(page["upserts"][0]["role"], "viewer", "{page}");
+    assert_eq!(page["upserts"][0]["user"], "alice", "{page}");
+    let (_, newer) = get(&format!("{}/v1/keyset?since=0&format=9", server.url), None);
+    assert_eq!(newer, page);
+    for old in ["", "&format=1"] {
+        let (_, page) = get(&format!("{}/v1/keyset?since=0{old}", server.url), None);
+        assert_eq!(page["upserts"][0]["role"], "viewer", "{page}");
+        assert!(page["upserts"][0].get("user").is_none(), "{page}");
+    }
+    let (status, _) = get(&format!("{}/v1/keyset?since=0&format=x", server.url), None);
+    assert_eq!(status, 400);
     assert_eq!(client.list_users().unwrap().users[0].keys, 1);
 
     let refused = client

@@ -23,13 +23,17 @@
 //! a key revoked later is sent as its revocation. A reader keeps, per key, the entry of the newest
 //! version it has seen, so a stale page can never revive a revoked key.
 //!
+//! **Formats.** The reader asks for `format=2` and gets, on upserts of keys a user issued, the
+//! member `"user":"alice@example.com"`. A reader that does not name a format gets format 1,
+//! without it (see [`PAGE_FORMAT`]).
+//!
 //! **Strictness.** The decoder refuses unknown fields, a key-id outside the token grammar, an org
-//! or role outside the label grammar, a `sha256` that is not 64 lower-case hex digits, an epoch
+//! or role outside the label grammar, a user outside the user-name grammar, a `sha256` that is not 64 lower-case hex digits, an epoch
 //! that is not 1 to 64 ASCII letters and digits, and any version outside `(since, version]`.
 
 use serde::{Serialize, Serializer};
 
-use crate::label::is_valid_label;
+use crate::label::{is_valid_label, is_valid_user_name};
 use crate::reader::{Malformed, Read, Reader};
 use crate::token::is_valid_key_id;
 
@@ -39,6 +43,12 @@ pub const SYNC_PATH: &str = "/v1/keyset";
 pub const MAX_WAIT_MS: u64 = 60_000;
 /// Longest epoch.
 pub const MAX_EPOCH_LEN: usize = 64;
+/// The newest page format: 2 adds the issuing user to upserts. A reader names the format it
+/// reads with `format=<n>` (absent: 1), and guardctl leaves out what that format lacks, since
+/// a reader refuses members it does not know. Proxies and guardctl upgrade in either order.
+pub const PAGE_FORMAT: u32 = 2;
+/// The query parameter that names the format.
+pub const FORMAT_PARAM: &str = "format";
 
 /// The SHA-256 of a whole token: 32 bytes, written as 64 lower-case hex digits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -105,6 +115,9 @@ pub struct Upsert {
     pub sha256: Sha256,
     pub org: String,
     pub role: String,
+    /// The user who issued the key (format 2); `None` for a service key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     /// Unix seconds; `None` when the key never expires.
     pub expires_at: Option<u64>,
     pub version: u64,
@@ -117,11 +130,21 @@ impl Upsert {
             sha256: Sha256([0; 32]),
             org: String::new(),
             role: String::new(),
+            user: None,
             expires_at: None,
             version: 0,
         };
-        // `expires_at` may be left out: the key never expires.
-        const NAMES: [&str; 6] = ["key_id", "sha256", "org", "role", "expires_at", "version"];
+        // `expires_at` may be left out (the key never expires), and so may `user` (a service
+        // key, or a format-1 page).
+        const NAMES: [&str; 7] = [
+            "key_id",
+            "sha256",
+            "org",
+            "role",
+            "expires_at",
+            "version",
+            "user",
+        ];
         let seen = reader.object(&NAMES, |r, member| {
             match member {
                 0 => upsert.key_id = r.string()?.to_owned(),
@@ -129,7 +152,8 @@ impl Upsert {
                 2 => upsert.org = r.string()?.to_owned(),
                 3 => upsert.role = r.string()?.to_owned(),
                 4 => upsert.expires_at = r.nullable(Reader::u64)?,
-                _ => upsert.version = r.u64()?,
+                5 => upsert.version = r.u64()?,
+                _ => upsert.user = Some(r.string()?.to_owned()),
             }
             Ok(())
         })?;
@@ -235,6 +259,16 @@ impl SyncPage {
         self.version < since || applied_epoch.is_some_and(|epoch| epoch != self.epoch)
     }
 
+    /// The page as a reader of `format` reads it: format 1 knows no `user`.
+    pub fn for_format(mut self, format: u32) -> SyncPage {
+        if format < 2 {
+            for upsert in &mut self.upserts {
+                upsert.user = None;
+            }
+        }
+        self
+    }
+
     /// Checks every field rule for the answer to `since=<since>`.
     pub fn check(&self, since: u64) -> Result<(), PageError> {
         // A page that starts another history holds its changes from version 0.
@@ -245,6 +279,7 @@ impl SyncPage {
                 && is_valid_key_id(&u.key_id)
                 && is_valid_label(&u.org)
                 && is_valid_label(&u.role)
+                && u.user.as_deref().is_none_or(is_valid_user_name)
         });
         let revocations_ok = self
             .revocations
@@ -273,6 +308,7 @@ mod tests {
                     sha256: Sha256::from_hex(HASH, true).unwrap(),
                     org: "demo".into(),
                     role: "admin".into(),
+                    user: Some("alice@example.com".into()),
                     expires_at: None,
                     version: 11,
                 },
@@ -281,6 +317,7 @@ mod tests {
                     sha256: Sha256([0xff; 32]),
                     org: "a".repeat(63),
                     role: "0-x".into(),
+                    user: None,
                     expires_at: Some(u64::MAX),
                     version: 6,
                 },
@@ -336,6 +373,8 @@ mod tests {
         };
         let shape = [
             swap(r#""more":true"#, r#""more":true,"extra":1"#),
+            swap(r#""version":11}"#, r#""version":11,"owner":"x"}"#),
+            swap(r#""user":"alice@example.com""#, r#""user":null"#),
             swap(r#""version":11}"#, r#""version":11,"user":"x"}"#),
             swap(HASH, &HASH.to_uppercase()),
             swap(HASH, &HASH[..63]),
@@ -370,6 +409,9 @@ mod tests {
             swap(r#""org":"demo""#, r#""org":"Demo""#),
             swap(r#""role":"admin""#, r#""role":"-admin""#),
             swap(r#""version":11}"#, r#""version":13}"#),
+            swap(r#""user":"alice@example.com""#, r#""user":"Alice""#),
+            swap(r#""user":"alice@example.com""#, r#""user":"""#),
+            swap(r#""user":"alice@example.com""#, r#""user":"a b""#),
         ];
         for body in &rule {
             assert_eq!(
@@ -381,6 +423,18 @@ mod tests {
         // Versions must lie in (since, version]: 6 is not after since=6.
         assert_eq!(SyncPage::decode(good.as_bytes(), 6), Err(PageError::Rule));
         assert!(SyncPage::decode(good.as_bytes(), 5).is_ok());
+    }
+
+    #[test]
+    fn format_1_readers_get_no_user() {
+        let full = page().encode();
+        assert!(full.contains(r#""user":"alice@example.com""#), "{full}");
+        // The service key's upsert has no member at all, not `null`.
+        assert_eq!(full.matches(r#""user""#).count(), 1);
+        let old = page().for_format(1);
+        assert!(old.upserts.iter().all(|u| u.user.is_none()));
+        assert!(!old.encode().contains(r#""user""#));
+        assert_eq!(page().for_format(PAGE_FORMAT), page());
     }
 
     #[test]

@@ -93,6 +93,8 @@ pub struct Identity {
     pub key_id: String,
     pub org: String,
     pub role: String,
+    /// The user who issued the key; `None` for a service key.
+    pub user: Option<String>,
 }
 
 /// Digest every lookup result is compared against, so an unknown key-id costs the same as a
@@ -136,6 +138,7 @@ pub fn authenticate(
         key_id: token.key_id().to_string(),
         org: record.org,
         role: record.role,
+        user: record.user,
     })
 }
 
@@ -154,6 +157,7 @@ mod tests {
             expires_at,
             org: "demo".into(),
             role: "member".into(),
+            user: None,
         })
     }
 
@@ -169,9 +173,16 @@ mod tests {
             Identity {
                 key_id: "k3x9a0b1c2d3".into(),
                 org: "demo".into(),
-                role: "member".into()
+                role: "member".into(),
+                user: None,
             }
         );
+        let mut issued = record(None);
+        if let Lookup::Active(record) = &mut issued {
+            record.user = Some("alice".into());
+        }
+        let identity = decide(TOKEN, issued, Some("demo")).unwrap();
+        assert_eq!(identity.user.as_deref(), Some("alice"));
         assert!(decide(TOKEN, record(Some(1_001)), Some("demo")).is_ok());
     }
 

@@ -11,8 +11,9 @@ use crate::keyset::Lookup;
 use crate::reply::is_safe_request_id;
 use crate::text::{percent_decode, query_params};
 
-/// Identity headers the filter owns. Client-supplied copies are removed before anything else.
-pub const IDENTITY_HEADERS: [&str; 3] = ["x-amt-key-id", "x-amt-org", "x-amt-role"];
+/// Identity headers the filter owns. Client-supplied copies are removed before anything else;
+/// `x-amt-user` is set only for a key a user issued (a service key has none).
+pub const IDENTITY_HEADERS: [&str; 4] = ["x-amt-key-id", "x-amt-org", "x-amt-role", "x-amt-user"];
 
 /// True when a header name is, or would be read by some server as, one of [`IDENTITY_HEADERS`]:
 /// case aside, CGI/WSGI servers and some proxies read `_` as `-` (`x_amt_role` is
@@ -239,6 +240,7 @@ pub(crate) mod tests {
             expires_at: None,
             org: "acme".into(),
             role: "viewer".into(),
+            user: None,
         })
     }
 
@@ -416,6 +418,8 @@ pub(crate) mod tests {
             ("x_amt_role", "admin"),
             ("x_amt-key_id", "k"),
             ("X_AMT_ORG", "root"),
+            ("x-amt-user", "root@example.com"),
+            ("X_Amt_User", "root@example.com"),
         ];
         let pairs = pairs(&sent);
         let headers = RequestHeaders::from_pairs(&pairs);

@@ -15,6 +15,7 @@ use crate::reply;
 pub(super) const STATE_KEY_ID: &str = "mcp_guard.key_id";
 pub(super) const STATE_ORG: &str = "mcp_guard.org";
 pub(super) const STATE_ROLE: &str = "mcp_guard.role";
+pub(super) const STATE_USER: &str = "mcp_guard.user";
 /// What the filter decided: `allow`, `deny` (401/400/503 answered by the filter), `block` (body
 /// policy), `audit` (body policy would block; forwarded), `reset` (stopped in flight).
 const STATE_DECISION: &str = "mcp_guard.decision";

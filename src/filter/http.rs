@@ -10,7 +10,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, LogLevel, MapType};
 
-use super::answer::{deny, record_decision, STATE_KEY_ID, STATE_ORG, STATE_ROLE};
+use super::answer::{deny, record_decision, STATE_KEY_ID, STATE_ORG, STATE_ROLE, STATE_USER};
 use super::host::{header_pairs, log, log_enabled, now_ms, HostStore};
 use super::inflight::{key_set_now, lookup_now, stop};
 use super::metrics::Metrics;
@@ -378,16 +378,19 @@ impl GuardHttp {
         if !config.keep_authorization {
             let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, "authorization");
         }
-        let values = [&identity.key_id, &identity.org, &identity.role];
-        for (name, value) in IDENTITY_HEADERS.iter().zip(values) {
+        let values = [
+            Some(identity.key_id.as_str()),
+            Some(identity.org.as_str()),
+            Some(identity.role.as_str()),
+            identity.user.as_deref(),
+        ];
+        let states = [STATE_KEY_ID, STATE_ORG, STATE_ROLE, STATE_USER];
+        for ((header, state), value) in IDENTITY_HEADERS.iter().zip(states).zip(values) {
+            // A service key has no user: the client's copy is already gone and none is added.
+            let Some(value) = value else { continue };
             // Replace, never append: the client's copies are already gone, and this keeps it so.
-            let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
-        }
-        for (name, value) in [STATE_KEY_ID, STATE_ORG, STATE_ROLE]
-            .into_iter()
-            .zip(values)
-        {
-            let _ = hostcalls::set_property(vec![name], Some(value.as_bytes()));
+            let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, header, Some(value));
+            let _ = hostcalls::set_property(vec![state], Some(value.as_bytes()));
         }
         record_decision("allow", None);
         if let Some(metrics) = &self.metrics {

@@ -21,6 +21,7 @@ use crate::config::{Config, Mode, LONG_POLL_SLACK_MS};
 use crate::keyset::state::{next_owner_id, Lease, ServingState};
 use crate::keyset::sync::{apply_page, next_since, parse_page, Outcome};
 use crate::streams::LiveStreams;
+use mcp_guard_protocol::sync::{FORMAT_PARAM, PAGE_FORMAT};
 
 const TICK: Duration = Duration::from_millis(100);
 const LEASE_TTL_MS: u64 = 3_000;
@@ -127,7 +128,10 @@ impl GuardRoot {
         } else {
             0
         };
-        let path = format!("{}?since={since}&wait_ms={wait_ms}", config.keyset_path);
+        let path = format!(
+            "{}?since={since}&wait_ms={wait_ms}&{FORMAT_PARAM}={PAGE_FORMAT}",
+            config.keyset_path
+        );
         let headers = vec![
             (":method", "GET"),
             (":path", path.as_str()),

@@ -17,6 +17,8 @@ pub struct KeyRecord {
     pub expires_at: Option<u64>,
     pub org: String,
     pub role: String,
+    /// The user who issued the key; `None` for a service key.
+    pub user: Option<String>,
 }
 
 /// A stored entry: a live key or the tombstone of a revoked one.
@@ -48,6 +50,10 @@ impl VersionedEntry {
                 out.extend_from_slice(&record.expires_at.unwrap_or(NO_EXPIRY).to_le_bytes());
                 push_short_str(&mut out, &record.org);
                 push_short_str(&mut out, &record.role);
+                // Last and optional, so that records written before users existed still decode.
+                if let Some(user) = &record.user {
+                    push_short_str(&mut out, user);
+                }
             }
         }
         out
@@ -68,11 +74,17 @@ impl VersionedEntry {
                 };
                 let org = reader.short_str()?;
                 let role = reader.short_str()?;
+                let user = match reader.is_empty() {
+                    true => None,
+                    // An empty user is no user: never written, so malformed.
+                    false => Some(reader.short_str().filter(|user| !user.is_empty())?),
+                };
                 Entry::Active(KeyRecord {
                     sha256,
                     expires_at,
                     org,
                     role,
+                    user,
                 })
             }
             _ => return None,
@@ -133,8 +145,29 @@ mod tests {
                 expires_at,
                 org: "demo".into(),
                 role: "admin".into(),
+                user: None,
             }),
         }
+    }
+
+    fn issued_by(user: &str) -> VersionedEntry {
+        let mut entry = active(5, None);
+        if let Entry::Active(record) = &mut entry.entry {
+            record.user = Some(user.into());
+        }
+        entry
+    }
+
+    #[test]
+    fn a_record_from_before_users_still_decodes() {
+        // The bytes a filter without users wrote: no trailing user.
+        let mut old = vec![ACTIVE];
+        old.extend_from_slice(&5u64.to_le_bytes());
+        old.extend_from_slice(&[7; 32]);
+        old.extend_from_slice(&NO_EXPIRY.to_le_bytes());
+        old.extend_from_slice(b"\x04demo\x05admin");
+        assert_eq!(VersionedEntry::decode(&old), Some(active(5, None)));
+        assert_eq!(active(5, None).encode(), old);
     }
 
     #[test]
@@ -142,6 +175,8 @@ mod tests {
         for entry in [
             active(1, None),
             active(u64::MAX, Some(1_900_000_000)),
+            issued_by("alice@example.com"),
+            issued_by(&"u".repeat(64)),
             VersionedEntry {
                 version: 42,
                 entry: Entry::Revoked,
@@ -155,10 +190,16 @@ mod tests {
 
     #[test]
     fn malformed_values_do_not_decode() {
-        let good = active(3, None).encode();
-        for cut in 0..good.len() {
-            assert_eq!(VersionedEntry::decode(&good[..cut]), None, "cut at {cut}");
+        let with_user = issued_by("alice").encode();
+        let without_user_len = active(5, None).encode().len();
+        for cut in (0..with_user.len()).filter(|&cut| cut != without_user_len) {
+            assert_eq!(
+                VersionedEntry::decode(&with_user[..cut]),
+                None,
+                "cut at {cut}"
+            );
         }
+        let good = active(3, None).encode();
         let mut trailing = good.clone();
         trailing.push(0);
         assert_eq!(VersionedEntry::decode(&trailing), None);

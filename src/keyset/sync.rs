@@ -111,6 +111,7 @@ fn validated_entries(page: &SyncPage) -> Vec<(&str, VersionedEntry)> {
             expires_at: upsert.expires_at,
             org: upsert.org.clone(),
             role: upsert.role.clone(),
+            user: upsert.user.clone(),
         };
         let entry = VersionedEntry {
             version: upsert.version,
@@ -277,6 +278,7 @@ mod tests {
                 expires_at: None,
                 org: "demo".into(),
                 role: "admin".into(),
+                user: None,
             }),
         };
         write_if_newer(&store, &keys.key(1, "aaaaaaaa"), &stale).unwrap();

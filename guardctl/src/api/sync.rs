@@ -10,7 +10,7 @@ use axum::http::header::CACHE_CONTROL;
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use mcp_guard_protocol::sync::{Revocation, Sha256, SyncPage, Upsert};
+use mcp_guard_protocol::sync::{Revocation, Sha256, SyncPage, Upsert, PAGE_FORMAT};
 use serde::Deserialize;
 use std::time::{Duration, Instant};
 use tracing::debug;
@@ -50,6 +50,7 @@ pub fn read_page(store: &dyn KeyStore, since: u64, page_size: usize) -> StoreRes
                 })?,
                 org: row.org,
                 role: row.role,
+                user: row.user,
                 // Stored as SQLite integers; a key never expires before 1970.
                 expires_at: row.expires_at.map(|at| u64::try_from(at).unwrap_or(0)),
                 version: change.version,
@@ -75,13 +76,16 @@ pub fn read_page(store: &dyn KeyStore, since: u64, page_size: usize) -> StoreRes
 pub struct KeysetQuery {
     since: Option<String>,
     wait_ms: Option<String>,
+    format: Option<String>,
 }
 
-/// Validated parameters: `since` defaults to 0, `wait_ms` to 0 and is capped at 60 s.
+/// Validated parameters: `since` defaults to 0, `wait_ms` to 0 and is capped at 60 s, `format`
+/// defaults to 1 (a reader from before formats) and a newer one than ours reads as ours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeysetParams {
     pub since: u64,
     pub wait: Duration,
+    pub format: u32,
 }
 
 pub fn parse_params(query: &KeysetQuery) -> Result<KeysetParams, String> {
@@ -94,9 +98,14 @@ pub fn parse_params(query: &KeysetQuery) -> Result<KeysetParams, String> {
     };
     let since = number("since", &query.since)?;
     let wait_ms = number("wait_ms", &query.wait_ms)?.min(MAX_WAIT_MS);
+    let format = match &query.format {
+        None => 1,
+        Some(_) => number("format", &query.format)?.clamp(1, u64::from(PAGE_FORMAT)),
+    };
     Ok(KeysetParams {
         since,
         wait: Duration::from_millis(wait_ms),
+        format: u32::try_from(format).unwrap_or(PAGE_FORMAT),
     })
 }
 
@@ -139,8 +148,8 @@ async fn answer(
     state: &AppState,
     query: Result<Query<KeysetQuery>, QueryRejection>,
 ) -> Result<(SyncPage, SyncResult), ApiError> {
-    let Query(query) =
-        query.map_err(|_| ApiError::bad_request("malformed query string (since, wait_ms)"))?;
+    let Query(query) = query
+        .map_err(|_| ApiError::bad_request("malformed query string (since, wait_ms, format)"))?;
     let params = parse_params(&query).map_err(ApiError::bad_request)?;
     let since = params.since;
 
@@ -170,7 +179,8 @@ async fn answer(
     let page_size = state.sync_page_size();
     let page = state
         .read(move |store| read_page(store, since, page_size))
-        .await?;
+        .await?
+        .for_format(params.format);
     let result = if page.upserts.is_empty() && page.revocations.is_empty() {
         SyncResult::Empty
     } else {
@@ -215,6 +225,7 @@ mod tests {
         KeysetQuery {
             since: since.map(str::to_string),
             wait_ms: wait_ms.map(str::to_string),
+            format: None,
         }
     }
 
@@ -224,9 +235,21 @@ mod tests {
             parse_params(&query(None, None)),
             Ok(KeysetParams {
                 since: 0,
-                wait: Duration::ZERO
+                wait: Duration::ZERO,
+                format: 1,
             })
         );
+        let format = |text: &str| {
+            parse_params(&KeysetQuery {
+                format: Some(text.into()),
+                ..query(None, None)
+            })
+            .map(|params| params.format)
+        };
+        assert_eq!(format("2"), Ok(2));
+        assert_eq!(format("0"), Ok(1));
+        assert_eq!(format("99"), Ok(PAGE_FORMAT));
+        assert!(format("two").is_err() && format("").is_err());
         let parsed = parse_params(&query(Some("42"), Some("1500"))).unwrap();
         assert_eq!(parsed.since, 42);
         assert_eq!(parsed.wait, Duration::from_millis(1500));
@@ -288,6 +311,7 @@ mod tests {
                 sha256: Sha256::from_hex(&b.token.sha256, true).unwrap(),
                 org: "acme".into(),
                 role: "reader".into(),
+                user: None,
                 expires_at: Some(1_800_000_000),
                 version: 2,
             }]

@@ -132,6 +132,8 @@ pub struct HashRow {
     pub sha256: String,
     pub org: String,
     pub role: String,
+    /// The user who issued the key; `None` for a service key.
+    pub user: Option<String>,
     pub expires_at: Option<i64>,
 }
 

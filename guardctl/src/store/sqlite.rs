@@ -468,7 +468,7 @@ impl KeyStore for SqliteStore {
             let current_version = read_current_version(&tx)?;
             let changes = {
                 let mut stmt = tx.prepare_cached(
-                    "SELECT c.version, c.key_id, k.sha256, k.org, k.role, k.expires_at
+                    "SELECT c.version, c.key_id, k.sha256, k.org, k.role, k.expires_at, k.user
                      FROM changes AS c
                      LEFT JOIN keys AS k ON c.kind = 'upsert' AND k.key_id = c.key_id
                      WHERE c.version > ?1
@@ -485,6 +485,7 @@ impl KeyStore for SqliteStore {
                             sha256,
                             org: row.get(3)?,
                             role: row.get(4)?,
+                            user: row.get(6)?,
                             expires_at: row.get(5)?,
                         }),
                         None => None,
@@ -744,6 +745,7 @@ pub(crate) mod tests {
                 sha256: hash(2),
                 org: "acme".into(),
                 role: "reader".into(),
+                user: None,
                 expires_at: Some(1_900_000_000),
             })
         );

@@ -715,6 +715,27 @@ impl Guardctl {
         }
     }
 
+    /// Runs a guardctl command that must succeed; its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "guardctl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// A key issued by `user` (who must exist), with the user's role frozen into it.
+    pub fn create_user_key(&self, user: &str) -> IssuedKey {
+        let out = self.ok(&["keys", "create", "--user", user, "--name", "e2e", "--json"]);
+        let json: Value = serde_json::from_str(&out).unwrap();
+        IssuedKey {
+            key_id: json["key_id"].as_str().unwrap().to_string(),
+            token: json["token"].as_str().unwrap().to_string(),
+        }
+    }
+
     pub fn revoke(&self, key_id: &str) {
         let out = self.cli(&["keys", "revoke", key_id]);
         assert!(
