@@ -3,7 +3,7 @@
 //!
 //! Properties:
 //! 1. `SyncPage::decode` never panics, and whatever it accepts keeps every rule: the epoch's
-//!    grammar, key-ids, orgs, roles and users of their grammars, every entry's version inside the page
+//!    grammar, key-ids, orgs, roles, users and policy patterns of their grammars, every entry's version inside the page
 //!    (from 0 when the page starts another history).
 //! 2. What it accepts encodes and decodes back to the same page (guardctl's encoder and the
 //!    filter's decoder agree), and the encoding is canonical: encoding it again gives the same
@@ -12,6 +12,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use mcp_guard_protocol::label::{is_valid_label, is_valid_user_name};
+use mcp_guard_protocol::policy::is_valid_pattern;
 use mcp_guard_protocol::sync::SyncPage;
 use mcp_guard_protocol::token::is_valid_key_id;
 
@@ -35,6 +36,17 @@ fuzz_target!(|data: &[u8]| {
     for revocation in &page.revocations {
         assert!(revocation.version > base && revocation.version <= page.version);
         assert!(is_valid_key_id(&revocation.key_id));
+    }
+    for change in &page.policies {
+        assert!(change.version > base && change.version <= page.version);
+        assert!(is_valid_label(&change.org));
+        if let Some(policy) = &change.policy {
+            assert!(policy.check().is_ok());
+            assert!(policy.roles.iter().all(|rules| rules
+                .lists()
+                .iter()
+                .all(|(_, patterns)| patterns.iter().all(|p| is_valid_pattern(p)))));
+        }
     }
     let encoded = page.encode();
     let again = SyncPage::decode(encoded.as_bytes(), since);

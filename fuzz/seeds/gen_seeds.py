@@ -292,6 +292,11 @@ def main():
         b"",
         le(0) + pg(b"e1", b"1", up(b"aaaaaaaa", b"1").replace(b'"version"', b'"user":"alice@example.com","version"')),
         le(0) + pg(b"e1", b"1", up(b"aaaaaaaa", b"1").replace(b'"version"', b'"user":"Alice","version"')),
+        le(0) + pg(b"e1", b"2")[:-1] + b',"policies":[{"org":"demo","version":2,"policy":{"mode":"audit","roles":['
+        + b'{"role":"viewer","tools":["search_*","echo"],"deny_tools":["?x*y"],"methods":["resources/*"],'
+        + b'"deny_methods":[]}]}},{"org":"acme","version":1,"policy":null}]}',
+        le(0) + pg(b"e1", b"2")[:-1] + b',"policies":[{"org":"demo","version":2,"policy":{"mode":"audit","roles":[]}},'
+        + b'{"org":"demo","version":3,"policy":null}]}',
     ]
     for i, data in enumerate(sync_cases):
         h = hashlib.sha1(data).hexdigest()[:8]

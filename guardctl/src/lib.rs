@@ -5,6 +5,7 @@
 //! - `api/`: the HTTP API of `guardctl serve` (admin API, key-set sync, probes).
 //! - `store/`: the database behind one interface (SQLite today).
 //! - `keys/`: tokens, the rules of key fields, import rows.
+//! - `policy/`: tool-policy documents (YAML or JSON) validated into the protocol's `Policy`.
 //! - `cli/`: the admin API's command-line client.
 //! - `telemetry/`: logs and metrics.
 //!
@@ -14,5 +15,6 @@
 pub mod api;
 pub mod cli;
 pub mod keys;
+pub mod policy;
 pub mod store;
 pub mod telemetry;

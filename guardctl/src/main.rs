@@ -1,11 +1,13 @@
 //! The `guardctl` command line: `serve` runs the control plane; `keys ...`, `users ...` and
 //! `audit ...` talk to it.
 
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use guardctl::api::{self, ServeConfig, DEFAULT_SYNC_PAGE_SIZE};
 use guardctl::cli::client::{self, AdminClient, CreateKeyParams};
 use guardctl::cli::human;
 use guardctl::keys::import;
+use guardctl::policy;
 use guardctl::telemetry::logging::{self, LogFormat};
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -30,6 +32,12 @@ User Commands (through a running server, with the admin token):
   users list     List the users, their roles and how many live keys each has
   users remove   Remove a user (refused while it has live keys, unless --revoke-keys)
   audit list     Show the audit trail of admin actions (never a token or hash)
+
+Policy Commands (through a running server, with the admin token):
+  policy set     Set an org's tool policy from a YAML or JSON file (mistakes name their line)
+  policy show    Show an org's policy as it was set, and its version
+  policy check   Say whether a role may call a tool, and by which rule (exit 3: it may not)
+  policy remove  Remove an org's policy (every role may call every tool again)
 
 Other Commands:
   help           Print this message or the help of the given command
@@ -102,8 +110,8 @@ Use \"guardctl keys <command> --help\" for more information about a command.";
 #[command(
     name = "guardctl",
     version,
-    about = "guardctl controls mcp-guard's API keys: it issues them, keeps their SHA-256 hashes in \
-        SQLite and serves them to every mcp-guard proxy.\n\n\
+    about = "guardctl controls mcp-guard's API keys and tool policies: it issues keys, keeps their \
+        SHA-256 hashes and each org's policy in SQLite and serves them to every mcp-guard proxy.\n\n\
         Find more information at: docs/guardctl.md and docs/protocol.md",
     help_template = ROOT_HELP,
     propagate_version = true
@@ -125,6 +133,68 @@ enum Command {
     Users(UsersArgs),
     /// Read the audit trail of admin actions
     Audit(AuditArgs),
+    /// Set, show, check and remove an org's tool policy (which tools each role may call)
+    Policy(PolicyArgs),
+}
+
+#[derive(Args)]
+struct PolicyArgs {
+    #[command(flatten)]
+    connection: ConnectionArgs,
+
+    #[command(subcommand)]
+    action: PolicyAction,
+}
+
+#[derive(Subcommand)]
+enum PolicyAction {
+    /// Set the org's policy from a YAML or JSON file (validated; mistakes name their line)
+    Set {
+        #[arg(long)]
+        org: String,
+        /// The policy document ("-" reads standard input)
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+        /// Accept roles that no user or key of the org holds yet
+        #[arg(long)]
+        allow_unknown_roles: bool,
+        /// Print one JSON object instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the org's policy as it was set, and its version
+    Show {
+        #[arg(long)]
+        org: String,
+        /// Print JSON (source and canonical policy) instead of the source
+        #[arg(long)]
+        json: bool,
+    },
+    /// Say whether a role may call a tool (or use a method), and by which rule; exits 3 when
+    /// it may not
+    Check {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        role: String,
+        /// The tool of a tools/call
+        #[arg(long, required_unless_present = "method")]
+        tool: Option<String>,
+        /// An MCP method other than tools/call (resources/read, prompts/get, ...)
+        #[arg(long, conflicts_with = "tool")]
+        method: Option<String>,
+        /// Print one JSON object instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the org's policy: every role may call every tool again
+    Remove {
+        #[arg(long)]
+        org: String,
+        /// Print one JSON object instead of text
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -390,6 +460,10 @@ fn main() -> ExitCode {
         Command::Keys(args) => run_keys(args),
         Command::Users(args) => run_users(args),
         Command::Audit(args) => run_audit(args),
+        Command::Policy(args) => match run_policy(args) {
+            Ok(Checked::Denied) => return ExitCode::from(CHECK_DENIED),
+            other => other.map(|_| ()),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -578,6 +652,103 @@ fn run_users(args: UsersArgs) -> anyhow::Result<()> {
         }
     };
     print_output(&output)
+}
+
+/// `policy check`'s exit status when the call is not allowed.
+const CHECK_DENIED: u8 = 3;
+
+/// What a policy command found; only `check` can deny.
+enum Checked {
+    Done,
+    Denied,
+}
+
+fn run_policy(args: PolicyArgs) -> anyhow::Result<Checked> {
+    let client = args.connection.client()?;
+    let (output, checked) = match args.action {
+        PolicyAction::Set {
+            org,
+            file,
+            allow_unknown_roles,
+            json,
+        } => {
+            let source = if file.as_os_str() == "-" {
+                io::read_to_string(io::stdin()).context("cannot read standard input")?
+            } else {
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?
+            };
+            let set = client
+                .set_policy(&org, &source, allow_unknown_roles)
+                .with_context(|| format!("{} refused", file.display()))?;
+            let output = if json {
+                json_line(&set)?
+            } else {
+                format!(
+                    "Set the policy of org {} at version {} ({}). Proxies apply it to every \
+                     request not yet forwarded.\n",
+                    set.org, set.version, set.summary
+                )
+            };
+            (output, Checked::Done)
+        }
+        PolicyAction::Show { org, json } => {
+            let output = match client.policy(&org)? {
+                Some(view) if json => json_line(&view)?,
+                Some(view) => format!(
+                    "# org {} policy, version {}, set {} ({})\n{}{}",
+                    view.org,
+                    view.version,
+                    human::format_unix_utc(view.set_at),
+                    view.summary,
+                    view.source,
+                    if view.source.ends_with('\n') {
+                        ""
+                    } else {
+                        "\n"
+                    }
+                ),
+                None if json => json_line(&serde_json::json!({ "org": org, "policy": null }))?,
+                None => format!("Org {org} has no policy: every role may call every tool.\n"),
+            };
+            (output, Checked::Done)
+        }
+        PolicyAction::Check {
+            org,
+            role,
+            tool,
+            method,
+            json,
+        } => {
+            let verdict =
+                policy::check::explain(client.policy(&org)?.as_ref(), &role, tool, method)?;
+            let output = if json {
+                json_line(&verdict)?
+            } else {
+                format!("{}\n", verdict.explanation)
+            };
+            let checked = if verdict.allowed {
+                Checked::Done
+            } else {
+                Checked::Denied
+            };
+            (output, checked)
+        }
+        PolicyAction::Remove { org, json } => {
+            let removed = client.remove_policy(&org)?;
+            let output = if json {
+                json_line(&removed)?
+            } else {
+                format!(
+                    "Removed the policy of org {} at version {}: every role may call every tool.\n",
+                    removed.org, removed.version
+                )
+            };
+            (output, Checked::Done)
+        }
+    };
+    print_output(&output)?;
+    Ok(checked)
 }
 
 fn run_audit(args: AuditArgs) -> anyhow::Result<()> {

@@ -879,3 +879,113 @@ fn users_freeze_roles_into_keys_and_every_step_is_audited() {
     assert_eq!(status, 401);
     server.stop();
 }
+
+#[test]
+fn a_policy_is_validated_versioned_in_the_key_set_log_and_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("guard.db"));
+    let client = server.client();
+    client.add_user("demo", "alice", "viewer").unwrap();
+    client.add_user("demo", "bob", "member").unwrap();
+    let source = "# viewers read, members all but deletes\nroles:\n  viewer:\n    tools: [\"search_*\", echo]\n  member:\n    tools: [\"*\"]\n    deny_tools: [\"delete_*\"]\n";
+
+    // Refused with the line: a pattern, a role nobody holds, an empty document.
+    for (bad, words) in [
+        (source.replace("echo", "\"e cho\""), "line 4:"),
+        (
+            source.replace("member:", "admin:"),
+            "line 5: role \"admin\"",
+        ),
+        (String::new(), "empty"),
+    ] {
+        let refused = client
+            .set_policy("demo", &bad, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("400") && refused.contains(words),
+            "{refused}"
+        );
+    }
+    assert!(client.policy("demo").unwrap().is_none());
+
+    let set = client.set_policy("demo", source, false).unwrap();
+    assert_eq!(set.version, 1);
+    let shown = client.policy("demo").unwrap().unwrap();
+    assert_eq!((shown.version, shown.source.as_str()), (1, source));
+    assert_eq!(
+        shown.policy["roles"][1]["role"], "viewer",
+        "{}",
+        shown.policy
+    );
+    let verdict =
+        guardctl::policy::check::explain(Some(&shown), "member", Some("delete_repo".into()), None)
+            .unwrap();
+    assert!(!verdict.allowed);
+    assert_eq!(verdict.reason, "tool_denied");
+    assert_eq!(
+        verdict.rule.as_deref(),
+        Some("roles.member.deny_tools \"delete_*\"")
+    );
+
+    // The policy travels with the keys, at its version, to readers of format 3 only.
+    let key = client
+        .create_key(&CreateKeyParams {
+            role: None,
+            user: Some("alice".into()),
+            ..params("alice")
+        })
+        .unwrap();
+    let page = |format: u32| {
+        let (status, page) = get(
+            &format!("{}/v1/keyset?since=0&format={format}", server.url),
+            None,
+        );
+        assert_eq!(status, 200);
+        page
+    };
+    let three = page(3);
+    assert_eq!(three["version"], 2);
+    assert_eq!(three["policies"][0]["org"], "demo");
+    assert_eq!(three["policies"][0]["version"], 1);
+    assert_eq!(three["policies"][0]["policy"], shown.policy);
+    assert_eq!(three["upserts"][0]["key_id"], key.key_id.as_str());
+    assert!(page(2).get("policies").is_none(), "{}", page(2));
+
+    // A long-poll wakes for a policy change like for a key change.
+    let url = server.url.clone();
+    let poll = thread::spawn(move || {
+        get(
+            &format!("{url}/v1/keyset?since=2&wait_ms=10000&format=3"),
+            None,
+        )
+        .1
+    });
+    wait_for_long_polls(&server.url, 1);
+    let removed = client.remove_policy("demo").unwrap();
+    assert_eq!(removed.version, 3);
+    let woken = poll.join().unwrap();
+    assert_eq!(woken["policies"][0]["policy"], Value::Null, "{woken}");
+    assert!(client.policy("demo").unwrap().is_none());
+    let again = client.remove_policy("demo").unwrap_err().to_string();
+    assert!(again.contains("no policy"), "{again}");
+
+    let actions: Vec<String> = client
+        .audit(0)
+        .unwrap()
+        .events
+        .into_iter()
+        .map(|event| event.action)
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "user.add",
+            "user.add",
+            "policy.set",
+            "key.create",
+            "policy.remove"
+        ]
+    );
+    server.stop();
+}

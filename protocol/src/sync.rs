@@ -34,6 +34,7 @@
 use serde::{Serialize, Serializer};
 
 use crate::label::{is_valid_label, is_valid_user_name};
+use crate::policy::Policy;
 use crate::reader::{Malformed, Read, Reader};
 use crate::token::is_valid_key_id;
 
@@ -43,10 +44,10 @@ pub const SYNC_PATH: &str = "/v1/keyset";
 pub const MAX_WAIT_MS: u64 = 60_000;
 /// Longest epoch.
 pub const MAX_EPOCH_LEN: usize = 64;
-/// The newest page format: 2 adds the issuing user to upserts. A reader names the format it
+/// The newest page format: 2 adds the issuing user to upserts, 3 the orgs' tool policies. A reader names the format it
 /// reads with `format=<n>` (absent: 1), and guardctl leaves out what that format lacks, since
 /// a reader refuses members it does not know. Proxies and guardctl upgrade in either order.
-pub const PAGE_FORMAT: u32 = 2;
+pub const PAGE_FORMAT: u32 = 3;
 /// The query parameter that names the format.
 pub const FORMAT_PARAM: &str = "format";
 
@@ -106,6 +107,36 @@ pub struct SyncPage {
     pub more: bool,
     pub upserts: Vec<Upsert>,
     pub revocations: Vec<Revocation>,
+    /// Tool policies set or removed (format 3).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<PolicyChange>,
+}
+
+/// An org's tool policy as of the change of `version`; `None`: the org has none any more.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PolicyChange {
+    pub org: String,
+    pub version: u64,
+    pub policy: Option<Policy>,
+}
+
+impl PolicyChange {
+    fn read(reader: &mut Reader) -> Read<PolicyChange> {
+        let mut change = PolicyChange {
+            org: String::new(),
+            version: 0,
+            policy: None,
+        };
+        let seen = reader.object(&["org", "version", "policy"], |r, member| {
+            match member {
+                0 => change.org = r.string()?.to_owned(),
+                1 => change.version = r.u64()?,
+                _ => change.policy = r.nullable(Policy::read)?,
+            }
+            Ok(())
+        })?;
+        required(seen, 0b111).map(|()| change)
+    }
 }
 
 /// The hash row of a live key, at the version of the change that wrote it.
@@ -233,15 +264,24 @@ impl SyncPage {
             more: false,
             upserts: Vec::new(),
             revocations: Vec::new(),
+            policies: Vec::new(),
         };
-        const NAMES: [&str; 5] = ["epoch", "version", "more", "upserts", "revocations"];
+        const NAMES: [&str; 6] = [
+            "epoch",
+            "version",
+            "more",
+            "upserts",
+            "revocations",
+            "policies",
+        ];
         let seen = reader.object(&NAMES, |r, member| {
             match member {
                 0 => page.epoch = r.string()?.to_owned(),
                 1 => page.version = r.u64()?,
                 2 => page.more = r.bool()?,
                 3 => page.upserts = r.array(Upsert::read)?,
-                _ => page.revocations = r.array(Revocation::read)?,
+                4 => page.revocations = r.array(Revocation::read)?,
+                _ => page.policies = r.array(PolicyChange::read)?,
             }
             Ok(())
         })?;
@@ -259,8 +299,11 @@ impl SyncPage {
         self.version < since || applied_epoch.is_some_and(|epoch| epoch != self.epoch)
     }
 
-    /// The page as a reader of `format` reads it: format 1 knows no `user`.
+    /// The page as a reader of `format` reads it: format 1 knows no `user`, 2 no `policies`.
     pub fn for_format(mut self, format: u32) -> SyncPage {
+        if format < 3 {
+            self.policies.clear();
+        }
         if format < 2 {
             for upsert in &mut self.upserts {
                 upsert.user = None;
@@ -285,7 +328,14 @@ impl SyncPage {
             .revocations
             .iter()
             .all(|r| in_page(r.version) && is_valid_key_id(&r.key_id));
-        (is_valid_epoch(&self.epoch) && upserts_ok && revocations_ok)
+        let policies_ok = self.policies.iter().all(|p| {
+            in_page(p.version)
+                && is_valid_label(&p.org)
+                && p.policy
+                    .as_ref()
+                    .is_none_or(|policy| policy.check().is_ok())
+        });
+        (is_valid_epoch(&self.epoch) && upserts_ok && revocations_ok && policies_ok)
             .then_some(())
             .ok_or(PageError::Rule)
     }
@@ -294,6 +344,7 @@ impl SyncPage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::RoleRules;
 
     const HASH: &str = "8f434346648f6b96df89dda901c5176b10a6d83961dd3c1ac88b59b2dc327aa4";
 
@@ -326,6 +377,27 @@ mod tests {
                 key_id: "cccccccc".into(),
                 version: 12,
             }],
+            policies: vec![
+                PolicyChange {
+                    org: "demo".into(),
+                    version: 9,
+                    policy: Some(Policy {
+                        mode: crate::policy::Mode::Audit,
+                        roles: vec![RoleRules {
+                            role: "viewer".into(),
+                            tools: vec!["search_*".into(), "echo".into()],
+                            deny_tools: vec![],
+                            methods: vec!["resources/read".into()],
+                            deny_methods: vec!["prompts/?et".into()],
+                        }],
+                    }),
+                },
+                PolicyChange {
+                    org: "acme".into(),
+                    version: 10,
+                    policy: None,
+                },
+            ],
         }
     }
 
@@ -339,6 +411,7 @@ mod tests {
                 more: false,
                 upserts: vec![],
                 revocations: vec![],
+                policies: vec![],
             },
             SyncPage {
                 version: u64::MAX,

@@ -21,7 +21,11 @@ use crate::config::{Config, Mode, LONG_POLL_SLACK_MS};
 use crate::keyset::state::{next_owner_id, Lease, ServingState};
 use crate::keyset::sync::{apply_page, next_since, parse_page, Outcome};
 use crate::streams::LiveStreams;
-use mcp_guard_protocol::sync::{FORMAT_PARAM, PAGE_FORMAT};
+use mcp_guard_protocol::sync::FORMAT_PARAM;
+
+/// The sync-page format this filter reads: 2 (users). Format 3 carries tool policies, which
+/// this filter does not enforce yet; asking for it would take them in and ignore them.
+const READ_FORMAT: u32 = 2;
 
 const TICK: Duration = Duration::from_millis(100);
 const LEASE_TTL_MS: u64 = 3_000;
@@ -129,7 +133,7 @@ impl GuardRoot {
             0
         };
         let path = format!(
-            "{}?since={since}&wait_ms={wait_ms}&{FORMAT_PARAM}={PAGE_FORMAT}",
+            "{}?since={since}&wait_ms={wait_ms}&{FORMAT_PARAM}={READ_FORMAT}",
             config.keyset_path
         );
         let headers = vec![

@@ -1,10 +1,11 @@
 //! The HTTP API of `guardctl serve`, one listener: the admin API (`keys.rs`, behind the admin
-//! token of `admin.rs`; users and the audit trail in `users.rs`), the key-set sync API for the proxies (`sync.rs`), and the probes and
+//! token of `admin.rs`; users and the audit trail in `users.rs`, tool policies in `policies.rs`), the key-set sync API for the proxies (`sync.rs`), and the probes and
 //! metrics (`probes.rs`). This file opens the server, routes, and stops it gracefully.
 
 pub mod admin;
 pub mod admin_token;
 pub mod keys;
+pub mod policies;
 pub mod probes;
 pub mod state;
 pub mod sync;
@@ -19,7 +20,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{delete, get, patch, post};
+use axum::routing::{delete, get, patch, post, put};
 use axum::Router;
 use state::{ApiError, AppState, Shared};
 use std::future::Future;
@@ -228,6 +229,13 @@ pub fn router(state: AppState) -> Router {
             patch(users::set_role).delete(users::remove_user),
         )
         .route("/v1/audit", get(users::audit_list))
+        .route(
+            "/v1/policies/{org}",
+            put(policies::set_policy)
+                .get(policies::show_policy)
+                .delete(policies::remove_policy)
+                .layer(DefaultBodyLimit::max(policies::MAX_POLICY_BODY_BYTES)),
+        )
         .route(mcp_guard_protocol::sync::SYNC_PATH, get(sync::keyset))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

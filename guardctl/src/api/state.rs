@@ -163,7 +163,9 @@ impl From<StoreError> for ApiError {
         match err {
             StoreError::Refused(refusal) => {
                 let status = match refusal {
-                    Refusal::NoSuchUser { .. } => StatusCode::NOT_FOUND,
+                    Refusal::NoSuchUser { .. } | Refusal::NoSuchPolicy { .. } => {
+                        StatusCode::NOT_FOUND
+                    }
                     Refusal::UserExists { .. } | Refusal::UserHasKeys { .. } => {
                         StatusCode::CONFLICT
                     }

@@ -10,7 +10,8 @@ use axum::http::header::CACHE_CONTROL;
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use mcp_guard_protocol::sync::{Revocation, Sha256, SyncPage, Upsert, PAGE_FORMAT};
+use mcp_guard_protocol::policy::Policy;
+use mcp_guard_protocol::sync::{PolicyChange, Revocation, Sha256, SyncPage, Upsert, PAGE_FORMAT};
 use serde::Deserialize;
 use std::time::{Duration, Instant};
 use tracing::debug;
@@ -38,7 +39,25 @@ pub fn read_page(store: &dyn KeyStore, since: u64, page_size: usize) -> StoreRes
 
     let mut upserts = Vec::new();
     let mut revocations = Vec::new();
+    let mut policies = Vec::new();
     for change in read.changes {
+        if let Some(document) = change.policy {
+            let policy = match document {
+                None => None,
+                Some(json) => Some(Policy::decode(json.as_bytes()).ok_or_else(|| {
+                    StoreError::Unusable(format!(
+                        "policy of version {} does not decode",
+                        change.version
+                    ))
+                })?),
+            };
+            policies.push(PolicyChange {
+                org: change.key_id,
+                version: change.version,
+                policy,
+            });
+            continue;
+        }
         match change.hash_row {
             Some(row) => upserts.push(Upsert {
                 key_id: change.key_id,
@@ -68,6 +87,7 @@ pub fn read_page(store: &dyn KeyStore, since: u64, page_size: usize) -> StoreRes
         more,
         upserts,
         revocations,
+        policies,
     })
 }
 
@@ -172,6 +192,7 @@ async fn answer(
                 more: false,
                 upserts: Vec::new(),
                 revocations: Vec::new(),
+                policies: Vec::new(),
             };
             return Ok((page, SyncResult::Timeout));
         }
@@ -181,11 +202,12 @@ async fn answer(
         .read(move |store| read_page(store, since, page_size))
         .await?
         .for_format(params.format);
-    let result = if page.upserts.is_empty() && page.revocations.is_empty() {
-        SyncResult::Empty
-    } else {
-        SyncResult::Changes
-    };
+    let result =
+        if page.upserts.is_empty() && page.revocations.is_empty() && page.policies.is_empty() {
+            SyncResult::Empty
+        } else {
+            SyncResult::Changes
+        };
     Ok((page, result))
 }
 

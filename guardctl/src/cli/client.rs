@@ -1,5 +1,6 @@
 //! A blocking client for the admin API, used by `guardctl keys ...`, `users ...` and `audit ...`.
 
+use crate::api::policies::{PolicyRemoved, PolicyView};
 use crate::keys::import::{BatchFailure, ImportResponse, ImportRow};
 use crate::store::{AuditEvent, UserInfo};
 use anyhow::{anyhow, bail, Context};
@@ -117,8 +118,15 @@ struct ErrorBody {
 enum Method {
     Get,
     Post,
+    Put,
     Patch,
     Delete,
+}
+
+/// `/v1/policies/{org}`, the org checked first so that it cannot reshape the URL.
+fn policy_path(org: &str) -> anyhow::Result<String> {
+    crate::keys::rules::check_label("org", org).map_err(|why| anyhow!(why))?;
+    Ok(format!("/v1/policies/{org}"))
 }
 
 /// `/v1/users/{org}/{name}`; both are checked first so that they cannot reshape the URL.
@@ -225,6 +233,38 @@ impl AdminClient {
         self.call(Method::Delete, path, None)
     }
 
+    /// Sets an org's policy from its source text (validated by the server, which names the line).
+    pub fn set_policy(
+        &self,
+        org: &str,
+        source: &str,
+        allow_unknown_roles: bool,
+    ) -> anyhow::Result<PolicyView> {
+        let body =
+            serde_json::json!({ "source": source, "allow_unknown_roles": allow_unknown_roles });
+        self.send_json(Method::Put, &policy_path(org)?, &body)
+    }
+
+    /// The org's policy; `None` when it has none.
+    pub fn policy(&self, org: &str) -> anyhow::Result<Option<PolicyView>> {
+        let path = policy_path(org)?;
+        let url = format!("{}{path}", self.base_url);
+        let response = self
+            .agent
+            .get(&url)
+            .header("Authorization", self.authorization())
+            .call();
+        if matches!(&response, Ok(answer) if answer.status() == 404) {
+            return Ok(None);
+        }
+        self.decode(&url, response, None).map(Some)
+    }
+
+    pub fn remove_policy(&self, org: &str) -> anyhow::Result<PolicyRemoved> {
+        let not_found = Some(format!("org {org} has no policy"));
+        self.call(Method::Delete, policy_path(org)?, not_found)
+    }
+
     pub fn audit(&self, since: i64) -> anyhow::Result<AuditList> {
         self.call(Method::Get, format!("/v1/audit?since={since}"), None)
     }
@@ -249,7 +289,9 @@ impl AdminClient {
                 .delete(&url)
                 .header("Authorization", authorization)
                 .call(),
-            Method::Post | Method::Patch => bail!("{url}: this request needs a body"),
+            Method::Post | Method::Put | Method::Patch => {
+                bail!("{url}: this request needs a body")
+            }
         };
         self.decode(&url, response, not_found)
     }
@@ -265,6 +307,7 @@ impl AdminClient {
         let body = serde_json::to_string(body)?;
         let request = match method {
             Method::Post => self.agent.post(&url),
+            Method::Put => self.agent.put(&url),
             Method::Patch => self.agent.patch(&url),
             Method::Get | Method::Delete => bail!("{url}: this request takes no body"),
         };

@@ -44,6 +44,9 @@ pub enum Refusal {
         name: String,
         keys: u64,
     },
+    NoSuchPolicy {
+        org: String,
+    },
 }
 
 impl fmt::Display for Refusal {
@@ -58,6 +61,7 @@ impl fmt::Display for Refusal {
                 "user {name} in org {org} has {keys} live key(s): revoke them first, or remove \
                  the user with --revoke-keys"
             ),
+            Refusal::NoSuchPolicy { org } => write!(f, "org {org} has no policy"),
         }
     }
 }
@@ -189,10 +193,27 @@ pub struct Actor<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
     pub version: u64,
+    /// The key of a key change; the org of a policy change.
     pub key_id: String,
     /// `Some` for an upsert of a key that still exists; `None` for a revocation, and also for an
     /// upsert whose key was revoked later (its hash must never be sent again).
     pub hash_row: Option<HashRow>,
+    /// `Some` for a policy change: the org's policy (canonical JSON) as of this version, or
+    /// `None` inside when it was removed.
+    pub policy: Option<Option<String>>,
+}
+
+/// An org's tool policy as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPolicy {
+    pub org: String,
+    /// The version of the change that set it.
+    pub version: u64,
+    pub set_at: i64,
+    /// Canonical JSON (`mcp_guard_protocol::policy::Policy`).
+    pub document: String,
+    /// The document as the operator wrote it (YAML or JSON, comments included).
+    pub source: String,
 }
 
 /// A consistent read of the change log: the changes after some version plus the version the
@@ -242,6 +263,22 @@ pub trait KeyStore: Send + Sync {
     fn list_users(&self) -> StoreResult<Vec<UserInfo>>;
     /// Up to `limit` audit rows at or after `since` (Unix seconds), oldest first.
     fn audit_since(&self, since: i64, limit: usize) -> StoreResult<Vec<AuditEvent>>;
+    /// Sets an org's tool policy (already validated): its row, its change and its audit row in
+    /// one transaction. Returns the version.
+    fn set_policy(
+        &self,
+        org: &str,
+        document: &str,
+        source: &str,
+        summary: &str,
+        actor: &Actor,
+    ) -> StoreResult<u64>;
+    /// Removes an org's policy (every role may call every tool again). Refused when it has none.
+    fn remove_policy(&self, org: &str, actor: &Actor) -> StoreResult<u64>;
+    /// The org's current policy, if it has one.
+    fn policy(&self, org: &str) -> StoreResult<Option<StoredPolicy>>;
+    /// The roles in use in an org: of its users and of its live keys, sorted.
+    fn roles_in_org(&self, org: &str) -> StoreResult<Vec<String>>;
     /// All live keys, oldest first.
     fn list_keys(&self) -> StoreResult<Vec<KeyInfo>>;
     /// The version of the newest change (0 for an empty log).

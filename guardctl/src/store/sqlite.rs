@@ -8,7 +8,8 @@
 
 use super::{
     Actor, AuditEvent, Change, ChangesRead, CreatedKey, HashRow, ImportOutcome, Issuer, KeyInfo,
-    KeyStore, NewKey, Refusal, RemovedUser, RoleChange, StoreError, StoreResult, UserInfo,
+    KeyStore, NewKey, Refusal, RemovedUser, RoleChange, StoreError, StoreResult, StoredPolicy,
+    UserInfo,
 };
 use crate::keys::import::{ImportRow, DEFAULT_NAME};
 use crate::keys::token;
@@ -18,8 +19,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 /// Schema version kept in `PRAGMA user_version`. 1: keys and changes; 2: users, the issuing
-/// user of a key, the audit trail.
-const SCHEMA_VERSION: i64 = 2;
+/// user of a key, the audit trail; 3: tool policies, versioned in the same change log.
+const SCHEMA_VERSION: i64 = 3;
 /// Read connections kept open for reuse. The server runs at most this many reads at once.
 pub const READER_POOL_SIZE: usize = 4;
 /// How often a create retries when the random key-id is already taken. With 36^12 possible ids a
@@ -41,10 +42,12 @@ CREATE TABLE IF NOT EXISTS keys (
     expires_at INTEGER,
     user       TEXT
 );
+-- One log for keys and policies, so that a proxy at version N has every change up to N of
+-- both. A policy change's `key_id` holds the org.
 CREATE TABLE IF NOT EXISTS changes (
     version INTEGER PRIMARY KEY AUTOINCREMENT,
     key_id  TEXT NOT NULL,
-    kind    TEXT NOT NULL CHECK (kind IN ('upsert', 'revoke'))
+    kind    TEXT NOT NULL CHECK (kind IN ('upsert', 'revoke', 'policy'))
 );
 -- Lets a create check that a new key-id was never used before, revoked keys included,
 -- so a key-id always names one key for the whole life of the database.
@@ -70,6 +73,33 @@ CREATE TABLE IF NOT EXISTS audit (
     detail TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_by_time ON audit (at);
+";
+
+/// Schema 3: every policy an org ever had, by the version of the change that set it
+/// (`document` NULL: removed). The newest row of an org is its policy.
+const SCHEMA_3: &str = "
+CREATE TABLE IF NOT EXISTS policies (
+    version  INTEGER PRIMARY KEY,
+    org      TEXT NOT NULL,
+    document TEXT,
+    source   TEXT,
+    set_at   INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS policies_by_org ON policies (org, version);
+";
+
+/// Schema 1 and 2 logs allow only key changes; SQLite cannot alter a CHECK, so the table is
+/// rebuilt with its rows and versions (AUTOINCREMENT carries on from the largest).
+const WIDEN_CHANGES: &str = "
+CREATE TABLE changes_v3 (
+    version INTEGER PRIMARY KEY AUTOINCREMENT,
+    key_id  TEXT NOT NULL,
+    kind    TEXT NOT NULL CHECK (kind IN ('upsert', 'revoke', 'policy'))
+);
+INSERT INTO changes_v3 (version, key_id, kind) SELECT version, key_id, kind FROM changes;
+DROP TABLE changes;
+ALTER TABLE changes_v3 RENAME TO changes;
+CREATE INDEX changes_by_key_id ON changes (key_id);
 ";
 
 pub struct SqliteStore {
@@ -288,6 +318,62 @@ impl KeyStore for SqliteStore {
         })
     }
 
+    fn set_policy(
+        &self,
+        org: &str,
+        document: &str,
+        source: &str,
+        summary: &str,
+        actor: &Actor,
+    ) -> StoreResult<u64> {
+        let mut conn = self.writer();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version = insert_change(&tx, org, "policy")?;
+        tx.execute(
+            "INSERT INTO policies (version, org, document, source, set_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![version_param(version), org, document, source, actor.at],
+        )?;
+        audit(&tx, actor, "policy.set", &format!("policy {org}"), summary)?;
+        tx.commit()?;
+        Ok(version)
+    }
+
+    fn remove_policy(&self, org: &str, actor: &Actor) -> StoreResult<u64> {
+        let mut conn = self.writer();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if current_policy(&tx, org)?.is_none() {
+            return Err(StoreError::Refused(Refusal::NoSuchPolicy {
+                org: org.into(),
+            }));
+        }
+        let version = insert_change(&tx, org, "policy")?;
+        tx.execute(
+            "INSERT INTO policies (version, org, document, source, set_at)
+             VALUES (?1, ?2, NULL, NULL, ?3)",
+            params![version_param(version), org, actor.at],
+        )?;
+        audit(&tx, actor, "policy.remove", &format!("policy {org}"), "")?;
+        tx.commit()?;
+        Ok(version)
+    }
+
+    fn policy(&self, org: &str) -> StoreResult<Option<StoredPolicy>> {
+        self.with_reader(|conn| current_policy(conn, org))
+    }
+
+    fn roles_in_org(&self, org: &str) -> StoreResult<Vec<String>> {
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT role FROM users WHERE org = ?1
+                 UNION SELECT role FROM keys WHERE org = ?1
+                 ORDER BY role",
+            )?;
+            let rows = stmt.query_map([org], |row| row.get::<_, String>(0))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
     /// All live keys, oldest first. SQLite gives each new row a rowid above every existing
     /// one, so rowid order is creation order without an extra index.
     fn list_keys(&self) -> StoreResult<Vec<KeyInfo>> {
@@ -468,9 +554,11 @@ impl KeyStore for SqliteStore {
             let current_version = read_current_version(&tx)?;
             let changes = {
                 let mut stmt = tx.prepare_cached(
-                    "SELECT c.version, c.key_id, k.sha256, k.org, k.role, k.expires_at, k.user
+                    "SELECT c.version, c.key_id, k.sha256, k.org, k.role, k.expires_at, k.user,
+                            c.kind = 'policy', p.document
                      FROM changes AS c
                      LEFT JOIN keys AS k ON c.kind = 'upsert' AND k.key_id = c.key_id
+                     LEFT JOIN policies AS p ON c.kind = 'policy' AND p.version = c.version
                      WHERE c.version > ?1
                      ORDER BY c.version
                      LIMIT ?2",
@@ -490,10 +578,12 @@ impl KeyStore for SqliteStore {
                         }),
                         None => None,
                     };
+                    let is_policy: bool = row.get(7)?;
                     Ok(Change {
                         version: u64::try_from(version).unwrap_or(0),
                         key_id: row.get(1)?,
                         hash_row,
+                        policy: if is_policy { Some(row.get(8)?) } else { None },
                     })
                 })?;
                 rows.collect::<Result<Vec<_>, _>>()?
@@ -555,6 +645,10 @@ fn init_schema(conn: &mut Connection) -> StoreResult<String> {
         tx.execute_batch("ALTER TABLE keys ADD COLUMN user TEXT")?;
     }
     tx.execute_batch(SCHEMA_2)?;
+    if (1..3).contains(&schema_version) {
+        tx.execute_batch(WIDEN_CHANGES)?;
+    }
+    tx.execute_batch(SCHEMA_3)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     let existing: Option<String> = tx
         .query_row("SELECT value FROM meta WHERE name = 'epoch'", [], |row| {
@@ -607,6 +701,38 @@ fn audit(
     )?
     .execute(params![actor.at, actor.name, action, object, detail])?;
     Ok(())
+}
+
+fn version_param(version: u64) -> i64 {
+    i64::try_from(version).unwrap_or(i64::MAX)
+}
+
+/// The org's newest policy row, unless it removed its policy.
+fn current_policy(conn: &Connection, org: &str) -> StoreResult<Option<StoredPolicy>> {
+    let row = conn
+        .query_row(
+            "SELECT version, set_at, document, source FROM policies
+             WHERE org = ?1 ORDER BY version DESC LIMIT 1",
+            [org],
+            |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, Option<String>>(2)?,
+                    row.get::<_, Option<String>>(3)?,
+                ))
+            },
+        )
+        .optional()?;
+    Ok(row.and_then(|(version, set_at, document, source)| {
+        Some(StoredPolicy {
+            org: org.into(),
+            version: u64::try_from(version).unwrap_or(0),
+            set_at,
+            document: document?,
+            source: source.unwrap_or_default(),
+        })
+    }))
 }
 
 /// The current role of a user, or the refusal that names it.
@@ -1101,10 +1227,38 @@ pub(crate) mod tests {
         store.add_user("demo", "alice", "viewer", &ADMIN).unwrap();
         let created = store.create_key(&user_key("alice", "new"), &ADMIN).unwrap();
         assert_eq!(created.version, 2);
+        // The widened log takes policy changes and carries on numbering.
+        let version = store
+            .set_policy(
+                "demo",
+                r#"{"mode":"enforce","roles":[]}"#,
+                "roles: {}",
+                "",
+                &ADMIN,
+            )
+            .unwrap();
+        assert_eq!(version, 3);
         drop(store);
         // Opening again is a no-op.
         let store = SqliteStore::open(&path).unwrap();
         assert_eq!(store.list_keys().unwrap().len(), 2);
-        assert_eq!(store.audit_since(0, 10).unwrap().len(), 2);
+        assert_eq!(store.audit_since(0, 10).unwrap().len(), 3);
+        let read = store.changes_since(0, 10).unwrap();
+        let versions: Vec<u64> = read.changes.iter().map(|c| c.version).collect();
+        assert_eq!(versions, [1, 2, 3]);
+        assert_eq!(read.changes[0].key_id, "oldkey12");
+        assert_eq!(
+            read.changes[2].policy,
+            Some(Some(r#"{"mode":"enforce","roles":[]}"#.to_string()))
+        );
+        assert_eq!(store.policy("demo").unwrap().unwrap().version, 3);
+        assert_eq!(store.roles_in_org("demo").unwrap(), ["admin", "viewer"]);
+        assert_eq!(
+            store
+                .create_key(&user_key("alice", "newer"), &ADMIN)
+                .unwrap()
+                .version,
+            4
+        );
     }
 }
