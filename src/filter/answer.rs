@@ -16,8 +16,12 @@ pub(super) const STATE_KEY_ID: &str = "mcp_guard.key_id";
 pub(super) const STATE_ORG: &str = "mcp_guard.org";
 pub(super) const STATE_ROLE: &str = "mcp_guard.role";
 pub(super) const STATE_USER: &str = "mcp_guard.user";
+/// The body's (first) MCP method and tool, sanitised: client input, bounded before any log.
+pub(super) const STATE_METHOD: &str = "mcp_guard.method";
+pub(super) const STATE_TOOL: &str = "mcp_guard.tool";
 /// What the filter decided: `allow`, `deny` (401/400/503 answered by the filter), `block` (body
-/// policy), `audit` (body policy would block; forwarded), `reset` (stopped in flight).
+/// policy), `forbid` (tool policy, 403), `audit` (body or tool policy would refuse; forwarded),
+/// `reset` (stopped in flight).
 const STATE_DECISION: &str = "mcp_guard.decision";
 /// Why, for every decision but `allow`: the deny reason code or the body rule.
 const STATE_REASON: &str = "mcp_guard.reason";

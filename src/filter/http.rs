@@ -10,7 +10,10 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, LogLevel, MapType};
 
-use super::answer::{deny, record_decision, STATE_KEY_ID, STATE_ORG, STATE_ROLE, STATE_USER};
+use super::answer::{
+    deny, record_decision, STATE_KEY_ID, STATE_METHOD, STATE_ORG, STATE_ROLE, STATE_TOOL,
+    STATE_USER,
+};
 use super::host::{header_pairs, log, log_enabled, now_ms, HostStore};
 use super::inflight::{key_set_now, lookup_now, stop};
 use super::metrics::Metrics;
@@ -20,12 +23,16 @@ use crate::auth::request::{
 use crate::auth::smuggled::holds_token;
 use crate::auth::{DenyReason, Identity};
 use crate::config::{Config, Mode};
+use crate::keyset::policy::PolicyCache;
 use crate::keyset::state::ServingState;
 use crate::keyset::{lookup_fresh, Freshness, Lookup};
 use crate::mcp::formats::Format;
+use crate::mcp::gate::PolicyGate;
+use crate::mcp::inspect::{RejectKind, Rejection};
 use crate::mcp::plan::{body_plan, BodyPlan, EarlyRejection};
-use crate::mcp::{inspect_request_noting, BodyBuffer, McpHeaders, Outcome, Step, Verdict};
+use crate::mcp::{inspect_request_gated, BodyBuffer, McpHeaders, Outcome, Step, Verdict};
 use crate::streams::{LiveStreams, Stopped};
+use mcp_guard_protocol::policy::{CompiledPolicy, Mode as PolicyMode};
 
 pub struct GuardHttp {
     context_id: u32,
@@ -33,6 +40,8 @@ pub struct GuardHttp {
     metrics: Option<Rc<Metrics>>,
     /// This worker's authenticated streams, re-checked here and by the root context's timer.
     streams: Rc<RefCell<LiveStreams>>,
+    /// This worker's compiled tool policies.
+    policies: Rc<RefCell<PolicyCache>>,
     /// Set while an authenticated POST is held for body inspection.
     pending: Option<PendingBody>,
     /// Test-only: trap in this later phase (`body` or `response`).
@@ -57,6 +66,8 @@ struct PendingBody {
     mcp_method: Vec<String>,
     mcp_name: Vec<String>,
     key_id: String,
+    org: String,
+    role: String,
     request_id: Option<String>,
     /// Not a POST: any body byte refuses the request (only POST carries MCP messages).
     must_be_empty: bool,
@@ -76,6 +87,8 @@ impl PendingBody {
             mcp_method,
             mcp_name,
             key_id: identity.key_id.clone(),
+            org: identity.org.clone(),
+            role: identity.role.clone(),
             request_id: request_id.map(str::to_string),
             must_be_empty,
         }
@@ -97,12 +110,14 @@ impl GuardHttp {
         config: Option<Rc<Config>>,
         metrics: Option<Rc<Metrics>>,
         streams: Rc<RefCell<LiveStreams>>,
+        policies: Rc<RefCell<PolicyCache>>,
     ) -> Self {
         Self {
             context_id,
             config,
             metrics,
             streams,
+            policies,
             pending: None,
             #[cfg(feature = "trap-on-demand")]
             trap_in: None,
@@ -215,13 +230,36 @@ impl GuardHttp {
             method: &method,
             name: &name,
         };
+        // The org's policy as it is now: a change applies to every request not yet forwarded.
+        let Ok(policy) = self.org_policy(config, &pending.org) else {
+            return self.deny(
+                DenyReason::KeySetNotLoaded,
+                Some(&pending.key_id),
+                pending.request_id.as_deref(),
+            );
+        };
+        let audit_policy = config.mode == Mode::Audit
+            || policy.as_ref().is_some_and(|p| p.mode == PolicyMode::Audit);
+        let mut gate = PolicyGate::new(policy.as_deref(), &pending.role, audit_policy);
         let mut audited = Vec::new();
-        match inspect_request_noting(body, &headers, &config.inspect, &mut audited) {
+        let verdict =
+            inspect_request_gated(body, &headers, &config.inspect, &mut audited, &mut gate);
+        if let Some((method, tool)) = &gate.first {
+            let _ = hostcalls::set_property(vec![STATE_METHOD], Some(method.as_bytes()));
+            if let Some(tool) = tool {
+                let _ = hostcalls::set_property(vec![STATE_TOOL], Some(tool.as_bytes()));
+            }
+        }
+        match verdict {
             // The key may have been revoked while the body was uploading: check again before
             // anything is forwarded.
             Verdict::Allow => {
+                self.note_policy(&gate, &pending);
                 self.note_audited_formats(&audited, &pending);
                 self.forward_if_key_holds(&pending.key_id, pending.request_id.as_deref())
+            }
+            Verdict::Reject(rejection) if rejection.kind == RejectKind::Forbidden => {
+                self.forbid(config, &rejection, &pending)
             }
             Verdict::Reject(rejection) => self.reject_body(
                 config,
@@ -236,6 +274,86 @@ impl GuardHttp {
                 pending.request_id.as_deref(),
             ),
         }
+    }
+
+    /// The org's compiled tool policy under the serving state as it is now (`None`: none).
+    fn org_policy(&self, config: &Config, org: &str) -> Result<Option<Rc<CompiledPolicy>>, ()> {
+        let (state, _) = ServingState::read(&HostStore, config.keys.state()).map_err(|_| ())?;
+        let mut policies = self.policies.try_borrow_mut().map_err(|_| ())?;
+        policies
+            .policy_for(&HostStore, &config.keys, &state, org)
+            .map_err(|_| ())
+    }
+
+    /// An admitted body under a policy: counted by role, and in audit mode what would have
+    /// been forbidden is counted, logged and recorded.
+    fn note_policy(&self, gate: &PolicyGate<'_>, pending: &PendingBody) {
+        if !gate.has_policy() {
+            return;
+        }
+        let Some(rule) = gate.would_forbid else {
+            if let Some(metrics) = &self.metrics {
+                metrics.policy("allowed", &pending.role);
+            }
+            return;
+        };
+        if let Some(metrics) = &self.metrics {
+            metrics.policy("audit", &pending.role);
+        }
+        if log_enabled(LogLevel::Info) {
+            let (method, tool) = gate.first.clone().unwrap_or_default();
+            log(
+                LogLevel::Info,
+                &format!(
+                    "mcp-guard: audit: tool policy would forbid rule={rule} role={} method={method} \
+                     tool={} key_id={} request_id={}",
+                    pending.role,
+                    tool.as_deref().unwrap_or("-"),
+                    pending.key_id,
+                    pending.request_id.as_deref().unwrap_or("-"),
+                ),
+            );
+        }
+        record_decision("audit", Some(rule));
+    }
+
+    /// The tool policy refuses: 403 with the RFC 6750 `insufficient_scope` challenge and the
+    /// JSON-RPC error; the upstream never sees the request.
+    fn forbid(&mut self, config: &Config, rejection: &Rejection, pending: &PendingBody) -> Action {
+        self.forget();
+        if let Some(metrics) = &self.metrics {
+            metrics.policy("forbidden", &pending.role);
+        }
+        if log_enabled(LogLevel::Debug) {
+            log(
+                LogLevel::Debug,
+                &format!(
+                    "mcp-guard: forbid rule={} role={} tool={} key_id={} request_id={}",
+                    rejection.rule,
+                    pending.role,
+                    rejection.tool.as_deref().unwrap_or("-"),
+                    pending.key_id,
+                    pending.request_id.as_deref().unwrap_or("-"),
+                ),
+            );
+        }
+        record_decision("forbid", Some(&rejection.rule));
+        let challenge = format!("{}, error=\"insufficient_scope\"", config.challenge);
+        let headers = vec![
+            ("content-type", "application/json"),
+            ("www-authenticate", challenge.as_str()),
+        ];
+        let body = rejection.body();
+        if hostcalls::send_http_response(
+            u32::from(rejection.status),
+            headers,
+            Some(body.as_bytes()),
+        )
+        .is_err()
+        {
+            let _ = hostcalls::reset_http_request();
+        }
+        Action::Pause
     }
 
     /// Credential formats set to `audit` that an allowed body holds: counted and logged, never

@@ -8,6 +8,20 @@ use proxy_wasm::types::MetricType;
 
 use crate::auth::DenyReason;
 
+/// A rule or role as one word of a metric name: `[A-Za-z0-9_]`, at most 64 characters.
+fn metric_word(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect()
+}
+
 pub struct Metrics {
     allowed: u32,
     /// Requests that carried a client copy of an identity header (in any spelling).
@@ -93,21 +107,19 @@ impl Metrics {
     /// Counts a body-policy hit: `mcp_guard.body.rejected.<rule>` in enforce mode,
     /// `mcp_guard.body.audit.<rule>` in audit mode (would have been rejected).
     pub fn body_rule(&self, rule: &str, audit: bool) {
-        let rule: String = rule
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .take(64)
-            .collect();
-        let name = format!(
-            "mcp_guard.body.{}.{rule}",
-            if audit { "audit" } else { "rejected" }
-        );
+        let outcome = if audit { "audit" } else { "rejected" };
+        self.count(format!("mcp_guard.body.{outcome}.{}", metric_word(rule)));
+    }
+
+    /// Counts a tool-policy decision by role: `mcp_guard.policy.<outcome>.<role>`, outcome
+    /// `allowed`, `forbidden` or `audit` (would have been forbidden). Roles are the operator's
+    /// labels, so their number is bounded; tools are never a metric name.
+    pub fn policy(&self, outcome: &str, role: &str) {
+        self.count(format!("mcp_guard.policy.{outcome}.{}", metric_word(role)));
+    }
+
+    /// Increments a counter defined on first use.
+    fn count(&self, name: String) {
         let mut counters = self.rule_counters.borrow_mut();
         let id = match counters.get(&name) {
             Some(id) => *id,

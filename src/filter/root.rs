@@ -18,14 +18,14 @@ use super::http::GuardHttp;
 use super::inflight::{key_set_now, lookup_now, stop};
 use super::metrics::Metrics;
 use crate::config::{Config, Mode, LONG_POLL_SLACK_MS};
+use crate::keyset::policy::PolicyCache;
 use crate::keyset::state::{next_owner_id, Lease, ServingState};
 use crate::keyset::sync::{apply_page, next_since, parse_page, Outcome};
 use crate::streams::LiveStreams;
 use mcp_guard_protocol::sync::FORMAT_PARAM;
 
-/// The sync-page format this filter reads: 2 (users). Format 3 carries tool policies, which
-/// this filter does not enforce yet; asking for it would take them in and ignore them.
-const READ_FORMAT: u32 = 2;
+/// The sync-page format this filter reads: the newest (users, tool policies).
+const READ_FORMAT: u32 = mcp_guard_protocol::sync::PAGE_FORMAT;
 
 const TICK: Duration = Duration::from_millis(100);
 const LEASE_TTL_MS: u64 = 3_000;
@@ -47,6 +47,7 @@ pub struct GuardRoot {
     sync: SyncLoop,
     /// This worker's authenticated streams; the timer re-checks the idle ones.
     streams: Rc<RefCell<LiveStreams>>,
+    policies: Rc<RefCell<PolicyCache>>,
     /// Whether this VM held the sync lease at its last attempt.
     leading: bool,
 }
@@ -70,6 +71,7 @@ impl GuardRoot {
             owner: 0,
             sync: SyncLoop::default(),
             streams: Rc::default(),
+            policies: Rc::default(),
             leading: false,
         }
     }
@@ -363,6 +365,7 @@ impl RootContext for GuardRoot {
             self.config.clone(),
             self.metrics.clone(),
             self.streams.clone(),
+            self.policies.clone(),
         )))
     }
 

@@ -1,10 +1,12 @@
 //! The key set: hash rows pushed by guardctl, held in proxy-wasm shared data.
 //!
 //! - [`record`]: the binary value stored per key (live key or revocation tombstone).
+//! - [`policy`]: the orgs' tool policies in shared data, and each VM's compiled copy.
 //! - [`store`]: the shared-data trait and the names of its entries.
 //! - [`state`]: serving state, sync cursor and the one-sync-per-process lease.
 //! - [`sync`]: the guardctl sync protocol and how a page is applied.
 
+pub mod policy;
 pub mod record;
 pub mod state;
 pub mod store;

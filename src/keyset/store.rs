@@ -62,6 +62,10 @@ impl Keys {
     pub fn key(&self, generation: u32, key_id: &str) -> String {
         format!("{}g{generation}/k/{key_id}", self.prefix)
     }
+    /// An org's tool policy, in the same generation as its keys.
+    pub fn policy(&self, generation: u32, org: &str) -> String {
+        format!("{}g{generation}/p/{org}", self.prefix)
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 use mcp_guard_protocol::sync::SyncPage;
 
+use super::policy;
 use super::record::{Entry, KeyRecord, VersionedEntry};
 use super::state::{Cursor, ServingState};
 use super::store::{Keys, SharedStore, StoreError};
@@ -85,9 +86,16 @@ pub fn apply_page(
         cursor.epoch = page.epoch.clone();
     }
 
+    // Policies first: a worker that sees a key of this page also sees the policies up to it.
+    for change in &page.policies {
+        let entry = policy::encode_entry(change.version, change.policy.as_ref());
+        let key = keys.policy(cursor.generation, &change.org);
+        write_if_newer(store, &key, change.version, &entry)?;
+    }
     let entries = validated_entries(page);
     for (key_id, entry) in &entries {
-        write_if_newer(store, &keys.key(cursor.generation, key_id), entry)?;
+        let key = keys.key(cursor.generation, key_id);
+        write_if_newer(store, &key, entry.version, &entry.encode())?;
     }
 
     cursor.version = page.version;
@@ -131,22 +139,23 @@ fn validated_entries(page: &SyncPage) -> Vec<(&str, VersionedEntry)> {
     entries
 }
 
-/// Writes `entry` unless the stored entry comes from the same or a newer change: a stale page
-/// can never revive a revoked key.
+/// Writes `encoded` (a key or policy entry of `version`) unless the stored entry comes from the
+/// same or a newer change: a stale page can never revive a revoked key or an older policy.
 fn write_if_newer(
     store: &impl SharedStore,
     key: &str,
-    entry: &VersionedEntry,
+    version: u64,
+    encoded: &[u8],
 ) -> Result<(), StoreError> {
-    let encoded = entry.encode();
     for _ in 0..16 {
         let (current, cas) = store.get(key)?;
-        if let Some(version) = current.and_then(|v| VersionedEntry::decode_version(&v)) {
-            if version >= entry.version {
+        // Both kinds of entry start with a kind byte and the version.
+        if let Some(stored) = current.and_then(|v| VersionedEntry::decode_version(&v)) {
+            if stored >= version {
                 return Ok(());
             }
         }
-        match store.set(key, &encoded, cas) {
+        match store.set(key, encoded, cas) {
             Ok(()) => return Ok(()),
             Err(StoreError::CasMismatch) => continue,
             Err(e) => return Err(e),
@@ -281,8 +290,49 @@ mod tests {
                 user: None,
             }),
         };
-        write_if_newer(&store, &keys.key(1, "aaaaaaaa"), &stale).unwrap();
+        write_if_newer(&store, &keys.key(1, "aaaaaaaa"), 1, &stale.encode()).unwrap();
         assert_eq!(lookup(&store, &keys, "aaaaaaaa").unwrap(), Lookup::Revoked);
+    }
+
+    #[test]
+    fn policies_are_written_with_the_keys_and_a_stale_one_never_wins() {
+        use crate::keyset::policy::PolicyCache;
+        use crate::keyset::state::ServingState;
+        let store = MemoryStore::default();
+        let keys = Keys::new("guardctl");
+        let policy = |tools: &str, version: u64| {
+            format!(
+                r#"{{"org":"demo","version":{version},"policy":{{"mode":"enforce","roles":[{{"role":"admin","tools":[{tools}],"deny_tools":[],"methods":[],"deny_methods":[]}}]}}}}"#
+            )
+        };
+        let with_policies = |version: u64, ups: &[String], policies: &[String]| {
+            let mut text = body("e1", version, false, ups, &[]);
+            text.pop();
+            text.push_str(&format!(r#","policies":[{}]}}"#, policies.join(",")));
+            SyncPage::decode(text.as_bytes(), 0).unwrap()
+        };
+        sync(
+            &store,
+            &keys,
+            &with_policies(2, &[upsert("aaaaaaaa", 1)], &[policy(r#""echo""#, 2)]),
+        );
+        let allowed = |tool: &str| {
+            let (state, _) = ServingState::read(&store, keys.state()).unwrap();
+            PolicyCache::default()
+                .policy_for(&store, &keys, &state, "demo")
+                .unwrap()
+                .map(|p| p.decide("admin", Some("tools/call"), Some(tool)).allowed)
+        };
+        assert_eq!(allowed("echo"), Some(true));
+        assert_eq!(allowed("other"), Some(false));
+        // An older policy written late (a stale worker) does not undo the newer one.
+        let stale = crate::keyset::policy::encode_entry(1, None);
+        write_if_newer(&store, &keys.policy(1, "demo"), 1, &stale).unwrap();
+        assert_eq!(allowed("echo"), Some(true));
+        // Removed at version 3: no policy, every tool.
+        let removed = r#"{"org":"demo","version":3,"policy":null}"#.to_string();
+        sync(&store, &keys, &with_policies(3, &[], &[removed]));
+        assert_eq!(allowed("other"), None);
     }
 
     #[test]

@@ -64,6 +64,10 @@ use crate::text::{fold_str_into, json_escape_into};
 use mcp_guard_protocol::token::{contains_token, MIN_TOKEN_LEN};
 
 pub const HTTP_BAD_REQUEST: u16 = 400;
+/// A call the key's role may not make (tool policy).
+pub const HTTP_FORBIDDEN: u16 = 403;
+/// JSON-RPC error code of a call the tool policy forbids (server-defined range).
+pub const FORBIDDEN: i32 = -32003;
 /// JSON-RPC: invalid JSON.
 pub const PARSE_ERROR: i32 = -32700;
 /// JSON-RPC: not a valid request object.
@@ -161,6 +165,32 @@ pub enum RejectKind {
     SecretName,
     /// A value holding one of our tokens.
     SecretValue,
+    /// A method or tool the key's role may not use (HTTP 403).
+    Forbidden,
+}
+
+/// Says, for every request message of a body, whether its method (and, for `tools/call`, its
+/// tool) may be called. The filter's gate asks the org's tool policy; [`OpenGate`] admits all.
+pub trait CallGate {
+    /// `Err` refuses the whole body with 403. Called before the message's secrets are scanned.
+    fn admit(&mut self, method: &str, tool: Option<&str>) -> Result<(), Forbidden>;
+}
+
+/// Why a call is forbidden: the reason code and a client-safe message naming the tool (or
+/// method) and the role, never an argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forbidden {
+    pub rule: &'static str,
+    pub message: String,
+}
+
+/// Admits every call (no tool policy).
+pub struct OpenGate;
+
+impl CallGate for OpenGate {
+    fn admit(&mut self, _method: &str, _tool: Option<&str>) -> Result<(), Forbidden> {
+        Ok(())
+    }
 }
 
 /// Why a request is refused, ready to log (key-id comes from the caller) and to answer.
@@ -243,10 +273,21 @@ pub fn inspect_request_noting(
     config: &InspectConfig,
     audited: &mut Vec<Format>,
 ) -> Verdict {
+    inspect_request_gated(body, headers, config, audited, &mut OpenGate)
+}
+
+/// [`inspect_request_noting`] that also asks `gate` about every request message.
+pub fn inspect_request_gated(
+    body: &[u8],
+    headers: &McpHeaders<'_>,
+    config: &InspectConfig,
+    audited: &mut Vec<Format>,
+    gate: &mut dyn CallGate,
+) -> Verdict {
     let options = ParseOptions {
         max_depth: config.max_depth,
     };
-    let mut inspector = Inspector::new(config, options);
+    let mut inspector = Inspector::new(config, options, gate);
     let verdict = match json::parse_with(body, &options, &mut inspector.ws.buffers) {
         Ok(doc) => {
             let verdict = inspector.document(&doc, headers);
@@ -414,6 +455,7 @@ struct Finding {
 
 struct Inspector<'c> {
     config: &'c InspectConfig,
+    gate: &'c mut dyn CallGate,
     options: ParseOptions,
     ws: Workspace,
     /// Formats in audit mode seen in the body (forwarded, counted and logged by the caller).
@@ -499,9 +541,10 @@ impl Workspace {
 }
 
 impl<'c> Inspector<'c> {
-    fn new(config: &'c InspectConfig, options: ParseOptions) -> Self {
+    fn new(config: &'c InspectConfig, options: ParseOptions, gate: &'c mut dyn CallGate) -> Self {
         Inspector {
             config,
+            gate,
             options,
             ws: Workspace::take(&config.names),
             audited: Vec::new(),
@@ -743,6 +786,22 @@ impl<'c> Inspector<'c> {
                         Some(sanitize_tool(&name.decode())),
                     )));
                 }
+            }
+        }
+
+        if let Some(method) = method_name.as_deref() {
+            let tool_name = tool.map(|name| name.decode());
+            if let Err(forbidden) = self.gate.admit(method, tool_name.as_deref()) {
+                return Err(Box::new(Rejection {
+                    kind: RejectKind::Forbidden,
+                    status: HTTP_FORBIDDEN,
+                    code: FORBIDDEN,
+                    id,
+                    message: forbidden.message,
+                    path: prefix,
+                    rule: forbidden.rule.to_string(),
+                    tool: tool_name.map(|name| sanitize_tool(&name)),
+                }));
             }
         }
 
@@ -1558,7 +1617,9 @@ fn push_sanitized(s: &str, max_chars: usize, out: &mut String) {
     }
 }
 
-fn sanitize_tool(name: &str) -> String {
+/// A client-sent tool or method name as it may appear in a message, a log line or the access
+/// log: printable ASCII (others escaped), at most 64 characters, `[?]` if it holds a token.
+pub fn sanitize_tool(name: &str) -> String {
     if contains_token(name.as_bytes()) {
         return "[?]".to_string();
     }

@@ -7,6 +7,7 @@
 //! - [`formats`]: credential formats found in string values (GitHub, AWS, PEM, JWT, ...).
 //! - [`names`]: secret-name matching on whole words after case folding and splitting.
 //! - [`inspect`]: the JSON-RPC / MCP policy and the JSON-RPC error replies.
+//! - [`gate`]: the tool policy's decision on every call of a body (403, or noted in audit mode).
 //! - [`plan`]: from the request headers alone, whether the body is held, passes, or is refused.
 //!
 //! Case folding and escaping live in [`crate::text`]; the `amt_` token scanner in the protocol
@@ -14,6 +15,7 @@
 
 pub mod body;
 pub mod formats;
+pub mod gate;
 pub mod inspect;
 pub mod json;
 pub mod names;
@@ -29,6 +31,7 @@ mod tests;
 pub use body::{BodyBuffer, Outcome, PushError, Step};
 pub use inspect::{
     check_param_header, check_param_header_name, inspect_body, inspect_request,
-    inspect_request_noting, InspectConfig, McpHeaders, RejectKind, Rejection, Verdict,
+    inspect_request_gated, inspect_request_noting, InspectConfig, McpHeaders, RejectKind,
+    Rejection, Verdict,
 };
 pub use names::NamePolicy;

@@ -1003,17 +1003,24 @@ impl Envoy {
         })
     }
 
-    /// A body-policy counter (`mcp_guard.body.rejected.<rule>` or `.audit.<rule>`). The filter
-    /// defines these on first use, so absent means 0; only these names may be absent.
+    /// A counter the filter defines on first use, so that absent means 0: body-policy rules
+    /// (`mcp_guard.body.rejected.<rule>`, `.audit.<rule>`) and tool-policy decisions by role
+    /// (`mcp_guard.policy.allowed.<role>`, `.forbidden.`, `.audit.`). Only these may be absent.
     pub fn rule_stat(&self, name: &str) -> u64 {
-        let rule = name
-            .strip_prefix("mcp_guard.body.rejected.")
-            .or_else(|| name.strip_prefix("mcp_guard.body.audit."));
+        let rule = [
+            "mcp_guard.body.rejected.",
+            "mcp_guard.body.audit.",
+            "mcp_guard.policy.allowed.",
+            "mcp_guard.policy.forbidden.",
+            "mcp_guard.policy.audit.",
+        ]
+        .iter()
+        .find_map(|prefix| name.strip_prefix(prefix));
         assert!(
             rule.is_some_and(|r| !r.is_empty()
                 && r.bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')),
-            "{name:?} is not a body-policy rule counter"
+            "{name:?} is not a counter defined on first use"
         );
         self.stats().get(name).copied().unwrap_or(0)
     }

@@ -1,0 +1,188 @@
+//! The tool policy at the body: asks the org's compiled policy about every call of a request
+//! body, refusing (enforce) or noting (audit) what the key's role may not use, and keeping the
+//! first call's method and tool for the access log.
+
+use mcp_guard_protocol::policy::CompiledPolicy;
+
+use super::inspect::{sanitize_tool, CallGate, Forbidden};
+
+pub struct PolicyGate<'a> {
+    /// `None`: the org has no policy, every call is admitted.
+    policy: Option<&'a CompiledPolicy>,
+    role: &'a str,
+    /// Forward what the policy forbids, only noting it.
+    audit: bool,
+    /// The body's first request: its method and tool, sanitised (client input).
+    pub first: Option<(String, Option<String>)>,
+    /// Audit mode: the reason code of the first call that would have been refused.
+    pub would_forbid: Option<&'static str>,
+}
+
+impl<'a> PolicyGate<'a> {
+    pub fn new(policy: Option<&'a CompiledPolicy>, role: &'a str, audit: bool) -> Self {
+        Self {
+            policy,
+            role,
+            audit,
+            first: None,
+            would_forbid: None,
+        }
+    }
+
+    /// True when a policy judged this body.
+    pub fn has_policy(&self) -> bool {
+        self.policy.is_some()
+    }
+}
+
+impl CallGate for PolicyGate<'_> {
+    fn admit(&mut self, method: &str, tool: Option<&str>) -> Result<(), Forbidden> {
+        if self.first.is_none() {
+            self.first = Some((sanitize_tool(method), tool.map(sanitize_tool)));
+        }
+        let Some(policy) = self.policy else {
+            return Ok(());
+        };
+        let decision = policy.decide(self.role, Some(method), tool);
+        if decision.allowed {
+            return Ok(());
+        }
+        let rule = decision.reason.code();
+        if self.audit {
+            self.would_forbid.get_or_insert(rule);
+            return Ok(());
+        }
+        let what = match tool {
+            Some(tool) => format!("tool `{}`", sanitize_tool(tool)),
+            None => format!("method `{}`", sanitize_tool(method)),
+        };
+        Err(Forbidden {
+            rule,
+            message: format!(
+                "Forbidden: {what} is not allowed for role `{}` ({rule})",
+                self.role
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mcp::inspect::{
+        inspect_request_gated, McpHeaders, RejectKind, Verdict, FORBIDDEN, HTTP_FORBIDDEN,
+    };
+    use crate::mcp::InspectConfig;
+    use mcp_guard_protocol::policy::{Mode, Policy, RoleRules};
+
+    fn viewer_policy() -> CompiledPolicy {
+        CompiledPolicy::compile(&Policy {
+            mode: Mode::Enforce,
+            roles: vec![RoleRules {
+                role: "viewer".into(),
+                tools: vec!["search_*".into(), "echo".into()],
+                ..RoleRules::default()
+            }],
+        })
+    }
+
+    fn judge(body: &str, gate: &mut PolicyGate) -> Verdict {
+        let config = InspectConfig::default();
+        inspect_request_gated(
+            body.as_bytes(),
+            &McpHeaders::default(),
+            &config,
+            &mut Vec::new(),
+            gate,
+        )
+    }
+
+    const CALL_DELETE: &str = r#"{"jsonrpc":"2.0","id":"c-7","method":"tools/call","params":{"name":"delete_repo","arguments":{"repo":"x-secret-value"}}}"#;
+
+    #[test]
+    fn a_forbidden_tool_is_a_403_naming_tool_and_role_with_the_id() {
+        let policy = viewer_policy();
+        let mut gate = PolicyGate::new(Some(&policy), "viewer", false);
+        let Verdict::Reject(rejection) = judge(CALL_DELETE, &mut gate) else {
+            panic!("allowed");
+        };
+        assert_eq!(rejection.kind, RejectKind::Forbidden);
+        assert_eq!(
+            (rejection.status, rejection.code),
+            (HTTP_FORBIDDEN, FORBIDDEN)
+        );
+        assert_eq!(rejection.rule, "tool_not_allowed");
+        let body = rejection.body();
+        assert!(body.contains(r#""id":"c-7""#), "{body}");
+        assert!(
+            body.contains("`delete_repo`") && body.contains("`viewer`"),
+            "{body}"
+        );
+        assert!(!body.contains("x-secret-value"), "{body}");
+        assert_eq!(
+            gate.first,
+            Some(("tools/call".into(), Some("delete_repo".into())))
+        );
+        let mut allowed = PolicyGate::new(Some(&policy), "viewer", false);
+        let search = CALL_DELETE.replace("delete_repo", "search_docs");
+        assert!(judge(&search, &mut allowed).is_allow());
+    }
+
+    #[test]
+    fn one_forbidden_call_refuses_the_whole_batch() {
+        let policy = viewer_policy();
+        let batch = format!(
+            r#"[{},{CALL_DELETE}]"#,
+            CALL_DELETE.replace("delete_repo", "echo")
+        );
+        let mut gate = PolicyGate::new(Some(&policy), "viewer", false);
+        let rejection = judge(&batch, &mut gate).rejection().cloned().unwrap();
+        assert_eq!(rejection.kind, RejectKind::Forbidden);
+        assert_eq!(rejection.id, None);
+        assert_eq!(rejection.path, "[1]");
+        // The access log gets the first call.
+        assert_eq!(gate.first.unwrap().1.as_deref(), Some("echo"));
+    }
+
+    #[test]
+    fn methods_lifecycle_audit_and_no_policy() {
+        let policy = viewer_policy();
+        let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+        let read =
+            r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///x"}}"#;
+        let mut gate = PolicyGate::new(Some(&policy), "viewer", false);
+        assert!(judge(list, &mut gate).is_allow());
+        // `methods` was left empty for this role: resources are refused.
+        let mut gate = PolicyGate::new(Some(&policy), "viewer", false);
+        let refused = judge(read, &mut gate).rejection().cloned().unwrap();
+        assert_eq!(refused.rule, "method_not_allowed");
+        assert!(refused.message.contains("method `resources/read`"));
+        // An unlisted role may list its tools and nothing more.
+        let mut gate = PolicyGate::new(Some(&policy), "intern", false);
+        assert!(judge(list, &mut gate).is_allow());
+        let mut gate = PolicyGate::new(Some(&policy), "intern", false);
+        let refused = judge(&CALL_DELETE.replace("delete_repo", "echo"), &mut gate);
+        assert_eq!(refused.rejection().unwrap().rule, "role_not_in_policy");
+        // Audit: forwarded, noted.
+        let mut gate = PolicyGate::new(Some(&policy), "viewer", true);
+        assert!(judge(CALL_DELETE, &mut gate).is_allow());
+        assert_eq!(gate.would_forbid, Some("tool_not_allowed"));
+        // No policy: everything, and the call is still noted for the access log.
+        let mut gate = PolicyGate::new(None, "viewer", false);
+        assert!(judge(CALL_DELETE, &mut gate).is_allow());
+        assert!(!gate.has_policy() && gate.first.is_some());
+    }
+
+    #[test]
+    fn client_names_are_bounded_before_they_reach_a_log() {
+        let policy = viewer_policy();
+        let long = format!("evil\u{1b}[31m{}", "x".repeat(300));
+        let body = CALL_DELETE.replace("delete_repo", &long.replace('\u{1b}', "\\u001b"));
+        let mut gate = PolicyGate::new(Some(&policy), "viewer", false);
+        let rejection = judge(&body, &mut gate).rejection().cloned().unwrap();
+        let (_, tool) = gate.first.unwrap();
+        let tool = tool.unwrap();
+        assert!(tool.len() < 100 && !tool.contains('\u{1b}'), "{tool}");
+        assert!(!rejection.message.contains('\u{1b}'));
+    }
+}
