@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, LogLevel, MapType};
+use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 
 use super::answer::{
     deny, record_decision, STATE_KEY_ID, STATE_METHOD, STATE_ORG, STATE_ROLE, STATE_TOOL,
@@ -30,6 +30,7 @@ use crate::mcp::formats::Format;
 use crate::mcp::gate::PolicyGate;
 use crate::mcp::inspect::{RejectKind, Rejection};
 use crate::mcp::plan::{body_plan, BodyPlan, EarlyRejection};
+use crate::mcp::tools_list::SseFilter;
 use crate::mcp::{inspect_request_gated, BodyBuffer, McpHeaders, Outcome, Step, Verdict};
 use crate::streams::{LiveStreams, Stopped};
 use mcp_guard_protocol::policy::{CompiledPolicy, Mode as PolicyMode};
@@ -42,11 +43,39 @@ pub struct GuardHttp {
     streams: Rc<RefCell<LiveStreams>>,
     /// This worker's compiled tool policies.
     policies: Rc<RefCell<PolicyCache>>,
+    /// Set when the answer is a `tools/list` result to cut down to the role's tools.
+    list_filter: Option<ListFilter>,
     /// Set while an authenticated POST is held for body inspection.
     pending: Option<PendingBody>,
     /// Test-only: trap in this later phase (`body` or `response`).
     #[cfg(feature = "trap-on-demand")]
     trap_in: Option<String>,
+}
+
+/// A `tools/list` answer on its way to a role that may not call every tool.
+struct ListFilter {
+    policy: Rc<CompiledPolicy>,
+    role: String,
+    form: ListForm,
+}
+
+enum ListForm {
+    /// Until the response headers say.
+    Unknown,
+    /// One JSON body, held whole (headers too, so that Content-Length can be set right).
+    Json,
+    /// `text/event-stream`, filtered event by event as chunks arrive.
+    Sse(SseFilter),
+    /// The answer could not be filtered: what is left of it is dropped.
+    Failed,
+}
+
+impl ListFilter {
+    fn may_call(&self, tool: &str) -> bool {
+        self.policy
+            .decide(&self.role, Some("tools/call"), Some(tool))
+            .allowed
+    }
 }
 
 /// How fresh a re-check's view of the key set must be.
@@ -118,6 +147,7 @@ impl GuardHttp {
             metrics,
             streams,
             policies,
+            list_filter: None,
             pending: None,
             #[cfg(feature = "trap-on-demand")]
             trap_in: None,
@@ -255,6 +285,15 @@ impl GuardHttp {
             // anything is forwarded.
             Verdict::Allow => {
                 self.note_policy(&gate, &pending);
+                if let Some(policy) = policy.clone().filter(|p| {
+                    gate.lists_tools && !audit_policy && !p.sees_every_tool(&pending.role)
+                }) {
+                    self.list_filter = Some(ListFilter {
+                        policy,
+                        role: pending.role.clone(),
+                        form: ListForm::Unknown,
+                    });
+                }
                 self.note_audited_formats(&audited, &pending);
                 self.forward_if_key_holds(&pending.key_id, pending.request_id.as_deref())
             }
@@ -715,17 +754,97 @@ impl HttpContext for GuardHttp {
         if let Ok(mut streams) = self.streams.try_borrow_mut() {
             streams.response_started(self.context_id);
         }
+        if let Some(filter) = self.list_filter.as_mut() {
+            let content_type =
+                hostcalls::get_map_value(MapType::HttpResponseHeaders, "content-type")
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+            let sse = content_type
+                .get(..17)
+                .is_some_and(|t| t.eq_ignore_ascii_case("text/event-stream"));
+            // The body changes size: the old length would be wrong.
+            let _ = hostcalls::remove_map_value(MapType::HttpResponseHeaders, "content-length");
+            if sse {
+                filter.form = ListForm::Sse(SseFilter::default());
+            } else {
+                filter.form = ListForm::Json;
+                // Held until the body is judged, so that its length can be set.
+                return Action::Pause;
+            }
+        }
         Action::Continue
     }
 
-    fn on_http_response_body(&mut self, _: usize, _: bool) -> Action {
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         // Each chunk of a long answer (SSE) passes only while the key holds; Pause keeps this
         // chunk back while the reset takes effect.
-        match self.recheck(Recheck::Seen) {
-            Some(stopped) => stop(&stopped, self.config.as_deref(), self.metrics.as_deref()),
+        if let Some(stopped) = self.recheck(Recheck::Seen) {
+            return stop(&stopped, self.config.as_deref(), self.metrics.as_deref());
+        }
+        match self.list_filter.as_mut() {
+            Some(filter) => filter_list_answer(filter, body_size, end_of_stream),
             None => Action::Continue,
         }
     }
+}
+
+/// One callback of a `tools/list` answer: JSON is held to its end and replaced whole; SSE is
+/// replaced chunk by chunk with the events that are complete. What cannot be filtered is
+/// replaced by a JSON-RPC error and nothing after it passes.
+fn filter_list_answer(filter: &mut ListFilter, body_size: usize, end_of_stream: bool) -> Action {
+    use crate::mcp::tools_list::{filter_json, unfilterable};
+    let body = BufferType::HttpResponseBody;
+    let chunk = match hostcalls::get_buffer(body, 0, body_size) {
+        Ok(bytes) => bytes.unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
+    let replacement = match &mut filter.form {
+        ListForm::Json if !end_of_stream => return Action::Pause,
+        ListForm::Json | ListForm::Unknown => {
+            let filtered = if chunk.is_empty() {
+                Ok(None)
+            } else {
+                filter_json(&chunk, &|tool| filter.may_call(tool))
+            };
+            let out = match filtered {
+                Ok(None) => None,
+                Ok(Some(out)) => Some(out),
+                Err(_) => Some(unfilterable(&filter.role).into_bytes()),
+            };
+            let length = out.as_ref().map_or(chunk.len(), Vec::len).to_string();
+            let _ = hostcalls::set_map_value(
+                MapType::HttpResponseHeaders,
+                "content-length",
+                Some(&length),
+            );
+            out
+        }
+        ListForm::Sse(sse) => {
+            let (policy, role) = (&filter.policy, filter.role.as_str());
+            let may_call = |tool: &str| policy.decide(role, Some("tools/call"), Some(tool)).allowed;
+            let mut out = sse.push(&chunk, &may_call);
+            if end_of_stream {
+                out = out.and_then(|mut head| {
+                    head.extend(sse.finish(&may_call)?);
+                    Ok(head)
+                });
+            }
+            match out {
+                Ok(out) => Some(out),
+                Err(_) => {
+                    let error = format!("event: message\ndata: {}\n\n", unfilterable(&filter.role));
+                    filter.form = ListForm::Failed;
+                    Some(error.into_bytes())
+                }
+            }
+        }
+        ListForm::Failed => Some(Vec::new()),
+    };
+    if let Some(out) = replacement {
+        let _ = hostcalls::set_buffer(body, 0, chunk.len(), &out);
+    }
+    Action::Continue
 }
 
 impl Drop for GuardHttp {

@@ -16,6 +16,8 @@ pub struct PolicyGate<'a> {
     pub first: Option<(String, Option<String>)>,
     /// Audit mode: the reason code of the first call that would have been refused.
     pub would_forbid: Option<&'static str>,
+    /// The body asks for `tools/list`: its answer may need filtering.
+    pub lists_tools: bool,
 }
 
 impl<'a> PolicyGate<'a> {
@@ -26,6 +28,7 @@ impl<'a> PolicyGate<'a> {
             audit,
             first: None,
             would_forbid: None,
+            lists_tools: false,
         }
     }
 
@@ -40,6 +43,7 @@ impl CallGate for PolicyGate<'_> {
         if self.first.is_none() {
             self.first = Some((sanitize_tool(method), tool.map(sanitize_tool)));
         }
+        self.lists_tools |= method == "tools/list";
         let Some(policy) = self.policy else {
             return Ok(());
         };

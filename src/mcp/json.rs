@@ -1145,15 +1145,17 @@ impl<'d, 'a> Value<'d, 'a> {
 
     /// The exact source text of the value (strings include their quotes).
     pub fn raw_text(&self) -> &'a str {
+        self.doc.src.get(self.span()).unwrap_or_default()
+    }
+
+    /// Where the value is in the source, in bytes (strings with their quotes).
+    pub fn span(&self) -> core::ops::Range<usize> {
         let n = self.node();
         let (start, end) = match n.tag {
             Tag::String | Tag::Key => (n.start.saturating_sub(1), n.end.saturating_add(1)),
             _ => (n.start, n.end),
         };
-        self.doc
-            .src
-            .get(start as usize..end as usize)
-            .unwrap_or_default()
+        start as usize..end as usize
     }
 
     pub fn as_str(&self) -> Option<JsonStr<'a>> {

@@ -8,6 +8,7 @@
 //! - [`names`]: secret-name matching on whole words after case folding and splitting.
 //! - [`inspect`]: the JSON-RPC / MCP policy and the JSON-RPC error replies.
 //! - [`gate`]: the tool policy's decision on every call of a body (403, or noted in audit mode).
+//! - [`tools_list`]: `tools/list` answers (JSON or SSE) cut down to the role's tools.
 //! - [`plan`]: from the request headers alone, whether the body is held, passes, or is refused.
 //!
 //! Case folding and escaping live in [`crate::text`]; the `amt_` token scanner in the protocol
@@ -20,6 +21,7 @@ pub mod inspect;
 pub mod json;
 pub mod names;
 pub mod plan;
+pub mod tools_list;
 
 #[cfg(test)]
 mod corpus_tests;

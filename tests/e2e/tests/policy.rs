@@ -126,6 +126,63 @@ async fn a_viewer_calls_only_its_tools_and_the_server_never_sees_the_others() {
     client.cancel().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_list_shows_a_role_only_its_tools_in_json_and_sse() {
+    let (stack, viewer, admin) = stack_with_users("policy-list");
+    set_policy(&stack, POLICY);
+    wait_until("the policy to reach the proxy", Duration::from_secs(5), || {
+        post(&stack, &viewer.token, &call(1, "add")).status == 403
+    });
+    let url = format!("http://127.0.0.1:{}/api/mcp", stack.envoy.port);
+    let tools_of = |token: String| {
+        let url = url.clone();
+        async move {
+            let config = StreamableHttpClientTransportConfig::with_uri(url)
+                .auth_header(token)
+                .custom_headers(HashMap::new());
+            let client = ClientConfig::default()
+                .serve(StreamableHttpClientTransport::from_config(config))
+                .await
+                .expect("initialize");
+            let mut names: Vec<String> = client
+                .list_all_tools()
+                .await
+                .expect("tools/list")
+                .into_iter()
+                .map(|tool| tool.name.to_string())
+                .collect();
+            names.sort();
+            client.cancel().await.unwrap();
+            names
+        }
+    };
+    // rmcp over streamable HTTP: the answer is one SSE event.
+    assert_eq!(tools_of(viewer.token.clone()).await, ["echo", "whoami"]);
+    assert_eq!(
+        tools_of(admin.token.clone()).await,
+        ["add", "echo", "sleep", "whoami"]
+    );
+
+    // One JSON body: filtered, and its Content-Length is the new length.
+    let list = r#"{"jsonrpc":"2.0","id":9,"method":"tools/list"}"#;
+    let answer = post(&stack, &viewer.token, list);
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.header("content-type"), Some("application/json"));
+    let length: usize = answer.header("content-length").unwrap().parse().unwrap();
+    assert_eq!(length, answer.body.len());
+    let body = answer.json();
+    assert_eq!(body["id"], 9);
+    let names: Vec<&str> = body["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|tool| tool["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["echo", "whoami"]);
+    let full = post(&stack, &admin.token, list).json();
+    assert_eq!(full["result"]["tools"].as_array().unwrap().len(), 4);
+}
+
 #[test]
 fn the_403_names_tool_and_role_and_the_access_log_has_method_tool_and_user() {
     let (stack, viewer, admin) = stack_with_users("policy-403");
