@@ -11,9 +11,19 @@ use crate::keyset::Lookup;
 use crate::reply::is_safe_request_id;
 use crate::text::{percent_decode, query_params};
 
-/// Identity headers the filter owns. Client-supplied copies are removed before anything else;
-/// `x-amt-user` is set only for a key a user issued (a service key has none).
-pub const IDENTITY_HEADERS: [&str; 4] = ["x-amt-key-id", "x-amt-org", "x-amt-role", "x-amt-user"];
+/// Headers the filter owns. Client-supplied copies are removed before anything else. The first
+/// four are the identity, set on every allowed request (`x-amt-user` only for a key a user
+/// issued); `x-amt-tool` is set once the body is judged, for per-tool rate limits.
+pub const IDENTITY_HEADERS: [&str; 5] = [
+    "x-amt-key-id",
+    "x-amt-org",
+    "x-amt-role",
+    "x-amt-user",
+    TOOL_HEADER,
+];
+
+/// The tool of a judged `tools/call` (`batch` for several), for filters after mcp-guard.
+pub const TOOL_HEADER: &str = "x-amt-tool";
 
 /// True when a header name is, or would be read by some server as, one of [`IDENTITY_HEADERS`]:
 /// case aside, CGI/WSGI servers and some proxies read `_` as `-` (`x_amt_role` is
@@ -420,6 +430,7 @@ pub(crate) mod tests {
             ("X_AMT_ORG", "root"),
             ("x-amt-user", "root@example.com"),
             ("X_Amt_User", "root@example.com"),
+            ("x-amt-tool", "free_tier"),
         ];
         let pairs = pairs(&sent);
         let headers = RequestHeaders::from_pairs(&pairs);

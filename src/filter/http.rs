@@ -19,6 +19,7 @@ use super::inflight::{key_set_now, lookup_now, stop};
 use super::metrics::Metrics;
 use crate::auth::request::{
     decide, redactions, spells_identity_header, Redaction, RequestHeaders, IDENTITY_HEADERS,
+    TOOL_HEADER,
 };
 use crate::auth::smuggled::holds_token;
 use crate::auth::{DenyReason, Identity};
@@ -284,6 +285,14 @@ impl GuardHttp {
             // The key may have been revoked while the body was uploading: check again before
             // anything is forwarded.
             Verdict::Allow => {
+                if let Some(tool) = gate.tool_for_limits() {
+                    // The headers are still held: filters after this one see it.
+                    let _ = hostcalls::set_map_value(
+                        MapType::HttpRequestHeaders,
+                        TOOL_HEADER,
+                        Some(tool),
+                    );
+                }
                 self.note_policy(&gate, &pending);
                 if let Some(policy) = policy.clone().filter(|p| {
                     gate.lists_tools && !audit_policy && !p.sees_every_tool(&pending.role)

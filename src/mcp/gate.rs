@@ -18,6 +18,8 @@ pub struct PolicyGate<'a> {
     pub would_forbid: Option<&'static str>,
     /// The body asks for `tools/list`: its answer may need filtering.
     pub lists_tools: bool,
+    /// How many `tools/call`s the body holds (more than one only in a batch).
+    pub tool_calls: usize,
 }
 
 impl<'a> PolicyGate<'a> {
@@ -29,6 +31,21 @@ impl<'a> PolicyGate<'a> {
             first: None,
             would_forbid: None,
             lists_tools: false,
+            tool_calls: 0,
+        }
+    }
+
+    /// What later filters may key a per-tool limit on (`x-amt-tool`): the tool of a single
+    /// `tools/call`, `batch` for several, `None` for a body without one.
+    pub fn tool_for_limits(&self) -> Option<&str> {
+        match self.tool_calls {
+            0 => None,
+            1 => self
+                .first
+                .as_ref()
+                .and_then(|(_, tool)| tool.as_deref())
+                .or(Some("batch")),
+            _ => Some("batch"),
         }
     }
 
@@ -44,6 +61,9 @@ impl CallGate for PolicyGate<'_> {
             self.first = Some((sanitize_tool(method), tool.map(sanitize_tool)));
         }
         self.lists_tools |= method == "tools/list";
+        if method == "tools/call" {
+            self.tool_calls += 1;
+        }
         let Some(policy) = self.policy else {
             return Ok(());
         };
@@ -127,6 +147,7 @@ mod tests {
             gate.first,
             Some(("tools/call".into(), Some("delete_repo".into())))
         );
+        assert_eq!(gate.tool_for_limits(), Some("delete_repo"));
         let mut allowed = PolicyGate::new(Some(&policy), "viewer", false);
         let search = CALL_DELETE.replace("delete_repo", "search_docs");
         assert!(judge(&search, &mut allowed).is_allow());
@@ -144,7 +165,8 @@ mod tests {
         assert_eq!(rejection.kind, RejectKind::Forbidden);
         assert_eq!(rejection.id, None);
         assert_eq!(rejection.path, "[1]");
-        // The access log gets the first call.
+        // The access log gets the first call; limits see a batch as one.
+        assert_eq!(gate.tool_for_limits(), Some("batch"));
         assert_eq!(gate.first.unwrap().1.as_deref(), Some("echo"));
     }
 
@@ -156,6 +178,7 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///x"}}"#;
         let mut gate = PolicyGate::new(Some(&policy), "viewer", false);
         assert!(judge(list, &mut gate).is_allow());
+        assert!(gate.lists_tools && gate.tool_for_limits().is_none());
         // `methods` was left empty for this role: resources are refused.
         let mut gate = PolicyGate::new(Some(&policy), "viewer", false);
         let refused = judge(read, &mut gate).rejection().cloned().unwrap();

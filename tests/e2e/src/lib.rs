@@ -796,6 +796,8 @@ pub struct EnvoyOptions {
     /// Replaces the filter's JSON configuration, when set.
     pub plugin_config: Option<String>,
     pub concurrency: u32,
+    /// Further edits of the shipped config: each `from` must occur exactly once.
+    pub substitutions: Vec<(&'static str, &'static str)>,
 }
 
 impl EnvoyOptions {
@@ -807,6 +809,7 @@ impl EnvoyOptions {
             guardctl_port,
             plugin_config: None,
             concurrency: 2,
+            substitutions: Vec::new(),
         }
     }
 }
@@ -874,6 +877,9 @@ impl Envoy {
         );
         if let Some(json) = &options.plugin_config {
             replace_plugin_config(&mut text, json);
+        }
+        for (from, to) in &options.substitutions {
+            substitute(&mut text, from, to);
         }
         text
     }

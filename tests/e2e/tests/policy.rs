@@ -130,9 +130,11 @@ async fn a_viewer_calls_only_its_tools_and_the_server_never_sees_the_others() {
 async fn tools_list_shows_a_role_only_its_tools_in_json_and_sse() {
     let (stack, viewer, admin) = stack_with_users("policy-list");
     set_policy(&stack, POLICY);
-    wait_until("the policy to reach the proxy", Duration::from_secs(5), || {
-        post(&stack, &viewer.token, &call(1, "add")).status == 403
-    });
+    wait_until(
+        "the policy to reach the proxy",
+        Duration::from_secs(5),
+        || post(&stack, &viewer.token, &call(1, "add")).status == 403,
+    );
     let url = format!("http://127.0.0.1:{}/api/mcp", stack.envoy.port);
     let tools_of = |token: String| {
         let url = url.clone();
