@@ -2,7 +2,9 @@
 //! revokes through its admin API, is SIGKILLed (its whole process group) in the middle of them,
 //! and restarts on the same database, a few times over. Every change a caller was told about
 //! (a 2xx answer) must still be there after each restart, as the admin API lists it and as a
-//! proxy syncing from `since=0` sees it, and the key-set version must never go backwards.
+//! proxy syncing from `since=0` sees it, and the key-set version must never go backwards. One
+//! writer sets the org's tool policy over and over instead: the last acknowledged one (or a
+//! later one that committed unanswered) must be the policy after the restart.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -69,6 +71,50 @@ struct Acknowledged {
     revocable: Vec<String>,
     /// Anything else than 201/200 or no answer (e.g. a 404 for an acknowledged key).
     unexpected: Vec<String>,
+    /// The last policy set that answered 200: its number and version.
+    policy: Option<(u64, u64)>,
+    /// The highest policy number sent, answered or not.
+    policy_sent: u64,
+}
+
+/// Policy number `n`: the tool name says which one it was.
+fn policy_body(n: u64) -> String {
+    let source = format!("roles:\n  member:\n    tools: [\"tool_{n}\"]\n");
+    serde_json::json!({ "source": source, "allow_unknown_roles": true }).to_string()
+}
+
+/// Sets policies one after another until the server dies.
+fn policy_writer(
+    port: u16,
+    token: String,
+    acked: Arc<Mutex<Acknowledged>>,
+    crashed: Arc<AtomicBool>,
+) {
+    while !crashed.load(Ordering::SeqCst) {
+        let n = {
+            let mut acked = acked.lock().unwrap();
+            acked.policy_sent += 1;
+            acked.policy_sent
+        };
+        let answer = exchange(
+            port,
+            "PUT",
+            "/v1/policies/demo",
+            Some(&token),
+            &policy_body(n),
+        );
+        let mut acked = acked.lock().unwrap();
+        match answer {
+            Some((200, body)) => {
+                let version = body["version"].as_u64().unwrap();
+                acked.policy = Some((n, version));
+            }
+            None => {}
+            Some((status, body)) => acked
+                .unexpected
+                .push(format!("policy {n}: {status} {body}")),
+        }
+    }
 }
 
 /// Creates and revokes as fast as the server answers until it dies, then stops.
@@ -162,7 +208,7 @@ fn sync_from_zero(port: u16) -> (BTreeMap<String, (u64, bool)>, u64, String) {
     let mut state = BTreeMap::new();
     let mut since = 0;
     loop {
-        let path = format!("/v1/keyset?since={since}&wait_ms=0");
+        let path = format!("/v1/keyset?since={since}&wait_ms=0&format=3");
         let (status, page) = exchange(port, "GET", &path, None, "").expect("sync answer");
         assert_eq!(status, 200, "{page}");
         let epoch = page["epoch"].as_str().unwrap().to_string();
@@ -177,6 +223,15 @@ fn sync_from_zero(port: u16) -> (BTreeMap<String, (u64, bool)>, u64, String) {
                 );
                 entries.push((v, entry["key_id"].as_str().unwrap().to_string(), revoked));
             }
+        }
+        for entry in page["policies"].as_array().into_iter().flatten() {
+            let v = entry["version"].as_u64().unwrap();
+            assert!(v > since && v <= version, "policy {entry} outside the page");
+            entries.push((
+                v,
+                format!("policy:{}", entry["org"].as_str().unwrap()),
+                false,
+            ));
         }
         entries.sort();
         for (v, key_id, revoked) in entries {
@@ -232,6 +287,10 @@ fn acknowledged_changes_survive_sigkill() {
             .collect();
         let (seen, flag) = (highest_seen.clone(), crashed.clone());
         threads.push(thread::spawn(move || observer(port, seen, flag)));
+        let (policy_token, policy_acked, flag) = (token.clone(), acked.clone(), crashed.clone());
+        threads.push(thread::spawn(move || {
+            policy_writer(port, policy_token, policy_acked, flag)
+        }));
 
         // Let changes flow (at least a few acknowledged both ways, so the kill lands among
         // writes in flight), then kill at a point that differs from cycle to cycle.
@@ -296,9 +355,30 @@ fn acknowledged_changes_survive_sigkill() {
                 "cycle {cycle}: acknowledged revocation of {key_id} lost or changed"
             );
         }
+        // The policy: the last acknowledged one, or a later one that committed unanswered; the
+        // sync API serves it at the version the admin API shows.
+        let (status, policy) =
+            exchange(guardctl.port, "GET", "/v1/policies/demo", Some(&token), "")
+                .expect("policy answer");
+        assert_eq!(status, 200, "cycle {cycle}: {policy}");
+        let stored_version = policy["version"].as_u64().unwrap();
+        let stored: u64 = policy["policy"]["roles"][0]["tools"][0]
+            .as_str()
+            .and_then(|tool| tool.strip_prefix("tool_"))
+            .and_then(|n| n.parse().ok())
+            .unwrap();
+        let (acked_n, acked_version) = acked.policy.expect("a policy was acknowledged");
+        assert!(
+            stored >= acked_n && stored <= acked.policy_sent && stored_version >= acked_version,
+            "cycle {cycle}: policy {stored} at {stored_version} after the acknowledged \
+             {acked_n} at {acked_version}"
+        );
+        assert_eq!(synced.get("policy:demo"), Some(&(stored_version, false)));
+
         // Whatever happened to the unanswered ones, the list and the sync API tell the same story.
         let synced_live: BTreeSet<String> = synced
             .iter()
+            .filter(|(key, _)| !key.starts_with("policy:"))
             .filter(|(_, (_, revoked))| !revoked)
             .map(|(key_id, _)| key_id.clone())
             .collect();
