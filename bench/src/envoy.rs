@@ -25,7 +25,14 @@ pub enum Variant {
     },
     /// Repeats one host call per request (bench/hostcall-probe), to price each call.
     HostcallProbe,
+    /// mcp-guard serving org `bench-policy`, which has a tool policy (see `crate::policy`).
+    McpGuardPolicy {
+        guardctl_port: u16,
+    },
 }
+
+/// The orgs of the mcp-guard variants.
+pub const POLICY_ORG: &str = "bench-policy";
 
 impl Variant {
     pub fn name(&self) -> &'static str {
@@ -35,6 +42,7 @@ impl Variant {
             Variant::NoopWasm => "noop-wasm",
             Variant::McpGuard { .. } => "mcp-guard",
             Variant::HostcallProbe => "hostcall-probe",
+            Variant::McpGuardPolicy { .. } => "mcp-guard-policy",
         }
     }
 
@@ -67,12 +75,19 @@ impl Variant {
                 &repo_root().join("target/wasm32-wasip1/release/hostcall_probe.wasm"),
                 "{}",
             ),
+            Variant::McpGuardPolicy { .. } => wasm_filter(
+                "mcp-guard",
+                &release_wasm(),
+                &format!(r#"{{"org": "{POLICY_ORG}", "keyset_cluster": "guardctl"}}"#),
+            ),
         }
     }
 
     fn guardctl_port(&self) -> u16 {
         match self {
-            Variant::McpGuard { guardctl_port } => *guardctl_port,
+            Variant::McpGuard { guardctl_port } | Variant::McpGuardPolicy { guardctl_port } => {
+                *guardctl_port
+            }
             // An unused cluster still needs a port.
             _ => 1,
         }
@@ -97,10 +112,16 @@ static_resources:
           # As in the shipped configs, for every variant alike.
           common_http_protocol_options: {{ headers_with_underscores_action: REJECT_REQUEST }}
           route_config:
+            # The 200-tool tools/list answer is ~36 KB (Envoy's default limit is 4 KiB).
+            max_direct_response_body_size_bytes: 1048576
             virtual_hosts:
             - name: bench
               domains: ["*"]
               routes:
+              - match: {{ prefix: /tools-list }}
+                direct_response: {{ status: 200, body: {{ inline_string: '{tools_list}' }} }}
+                response_headers_to_add:
+                - header: {{ key: content-type, value: application/json }}
               - match: {{ prefix: / }}
                 direct_response: {{ status: 200, body: {{ inline_string: "ok" }} }}
           http_filters:{filters}
@@ -119,6 +140,7 @@ static_resources:
 "#,
             filters = self.filters(),
             port = self.guardctl_port(),
+            tools_list = crate::policy::tools_list_answer(),
         )
     }
 }
@@ -230,6 +252,7 @@ impl Scenario {
             "noop-wasm",
             "mcp-guard",
             "hostcall-probe",
+            "mcp-guard-policy",
         ];
         names.get(self.envoy) == Some(&name)
     }

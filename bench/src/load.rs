@@ -47,6 +47,22 @@ impl RequestSpec {
         Self::tools_call_with(token, size, "")
     }
 
+    /// A `tools/list` to the route that answers with `crate::policy::LISTED_TOOLS` tools.
+    pub fn tools_list(token: Option<&str>) -> Self {
+        let mut headers = bearer(token);
+        headers.push(("content-type".into(), "application/json".into()));
+        headers.push((
+            "accept".into(),
+            "application/json, text/event-stream".into(),
+        ));
+        Self {
+            method: "POST",
+            path: "/tools-list".into(),
+            headers,
+            body: br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#.to_vec(),
+        }
+    }
+
     /// The same, with an `api_key` argument the filter must block.
     pub fn tools_call_blocked(token: Option<&str>, size: usize) -> Self {
         Self::tools_call_with(token, size, r#""api_key":"sk-bench","#)

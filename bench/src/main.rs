@@ -9,6 +9,7 @@
 mod envoy;
 mod load;
 mod micro;
+mod policy;
 mod propagation;
 mod report;
 mod scale;
@@ -85,6 +86,7 @@ fn main() {
 
     let guardctl = Guardctl::start(&dir);
     let key = guardctl.create_key("demo", "member", None);
+    let (policy_member, policy_viewer, policy_admin) = policy::set_up(&guardctl, &dir);
     let variants = [
         Variant::NoFilter,
         Variant::ApiKeyAuth {
@@ -95,6 +97,9 @@ fn main() {
             guardctl_port: guardctl.port,
         },
         Variant::HostcallProbe,
+        Variant::McpGuardPolicy {
+            guardctl_port: guardctl.port,
+        },
     ];
     if only_validate {
         for variant in &variants {
@@ -110,9 +115,15 @@ fn main() {
         .collect();
     let guard = &envoys[3];
     guard.wait_for_key(&key.token);
+    envoys[5].wait_for_key(&policy_member.token);
 
     let bad_token = format!("{}x", &key.token[..key.token.len() - 1]);
     let mut scenarios = scenarios(&key.token, &bad_token);
+    scenarios.extend(policy_scenarios(
+        &policy_member.token,
+        &policy_viewer.token,
+        &policy_admin.token,
+    ));
     // `--only a,b`: a subset, for profiling one change (the ratio table needs the full set).
     let only: Option<Vec<&str>> = args
         .iter()
@@ -121,6 +132,12 @@ fn main() {
         .map(|only| only.split(',').collect());
     if let Some(ids) = &only {
         scenarios.retain(|s| ids.contains(&s.id));
+    }
+    if scenarios
+        .iter()
+        .any(|s| s.id.starts_with("mcp_guard_tools_list"))
+    {
+        policy::check_filtering(envoys[5].port(), &policy_viewer.token, &policy_admin.token);
     }
     let load = Load::new(&dir, settings);
     for envoy in &envoys {
@@ -170,6 +187,37 @@ fn main() {
     std::fs::write(repo_root().join("BENCHMARKS.md"), &markdown).unwrap();
     println!("{markdown}");
     eprintln!("wrote BENCHMARKS.md and {}", out.display());
+}
+
+/// The same `tools/call` under a 100-rule policy, and a 200-tool `tools/list` answer seen by a
+/// role that sees every tool (passed as is) and by one it is filtered for.
+fn policy_scenarios(member: &str, viewer: &str, admin: &str) -> Vec<Scenario> {
+    vec![
+        Scenario {
+            id: "mcp_guard_post_1k_policy100",
+            title: "mcp-guard, tools/call 1 KiB, 100-rule policy",
+            envoy: 5,
+            request: RequestSpec::tools_call(Some(member), 1 << 10),
+            expect_ok: true,
+            fixed_rate: false,
+        },
+        Scenario {
+            id: "mcp_guard_tools_list_200",
+            title: "mcp-guard, tools/list of 200 tools, role sees all",
+            envoy: 5,
+            request: RequestSpec::tools_list(Some(admin)),
+            expect_ok: true,
+            fixed_rate: false,
+        },
+        Scenario {
+            id: "mcp_guard_tools_list_200_filtered",
+            title: "mcp-guard, tools/list of 200 tools, filtered to 100",
+            envoy: 5,
+            request: RequestSpec::tools_list(Some(viewer)),
+            expect_ok: true,
+            fixed_rate: false,
+        },
+    ]
 }
 
 fn scenarios(token: &str, bad_token: &str) -> Vec<Scenario> {

@@ -27,7 +27,19 @@ struct Ratio {
     goal: Option<f64>,
 }
 
-const RATIOS: [Ratio; 9] = [
+const RATIOS: [Ratio; 11] = [
+    Ratio {
+        what: "mcp-guard tools/call 1 KiB with a 100-rule tool policy / without a policy",
+        numerator: "mcp_guard_post_1k_policy100",
+        denominator: "mcp_guard_post_1k",
+        goal: Some(1.05),
+    },
+    Ratio {
+        what: "mcp-guard tools/list of 200 tools filtered to 100 / passed unfiltered",
+        numerator: "mcp_guard_tools_list_200_filtered",
+        denominator: "mcp_guard_tools_list_200",
+        goal: None,
+    },
     Ratio {
         what: "mcp-guard blocked tools/call 1 KiB (400) / allowed 1 KiB",
         numerator: "mcp_guard_post_blocked",

@@ -5,10 +5,11 @@
 //! org has a policy; its first nine bytes read like a key entry's, so the same write-if-newer
 //! rule keeps a stale page from undoing a newer policy.
 //!
-//! **Per request.** The caller has read the serving state already (it authenticates with it).
-//! While that state's generation and version are the ones a compiled policy was checked at,
-//! nothing can have changed and no host call is made; otherwise the org's entry is read, and
-//! compiled again only when its version moved.
+//! **Per request.** The org's entry is read (one shared-data read) and compiled again only when
+//! its version moved. It is read every time, not skipped while the serving state stays the
+//! same: the sync loop writes a page's entries before it moves the serving state, so a worker
+//! can see a page's new key before its state moves, and must then see that page's policy too
+//! (written first).
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -65,8 +66,6 @@ impl From<StoreError> for PolicyError {
 
 struct Cached {
     generation: u32,
-    /// The serving version the entry was last checked at.
-    checked_at: u64,
     /// The entry's own version (`None`: no entry, the org never had a policy).
     entry_version: Option<u64>,
     policy: Option<Rc<CompiledPolicy>>,
@@ -88,19 +87,13 @@ impl PolicyCache {
         state: &ServingState,
         org: &str,
     ) -> Result<Option<Rc<CompiledPolicy>>, PolicyError> {
-        if let Some(cached) = self.orgs.get(org) {
-            if cached.generation == state.generation && cached.checked_at == state.version {
-                return Ok(cached.policy.clone());
-            }
-        }
         let (value, _) = store.get(&keys.policy(state.generation, org))?;
         let entry_version = match &value {
             Some(bytes) => Some(entry_version(bytes).ok_or(PolicyError::Corrupt)?),
             None => None,
         };
-        if let Some(cached) = self.orgs.get_mut(org) {
+        if let Some(cached) = self.orgs.get(org) {
             if cached.generation == state.generation && cached.entry_version == entry_version {
-                cached.checked_at = state.version;
                 return Ok(cached.policy.clone());
             }
         }
@@ -113,7 +106,6 @@ impl PolicyCache {
         };
         let cached = Cached {
             generation: state.generation,
-            checked_at: state.version,
             entry_version,
             policy: policy.clone(),
         };
@@ -170,7 +162,7 @@ mod tests {
     }
 
     #[test]
-    fn the_cache_follows_the_entry_and_skips_reads_while_nothing_changed() {
+    fn the_cache_follows_the_entry_and_compiles_only_when_it_moves() {
         let store = MemoryStore::default();
         let keys = Keys::new("guardctl");
         let mut cache = PolicyCache::default();
@@ -186,11 +178,11 @@ mod tests {
                 None,
             )
             .unwrap();
-        // Same serving version: the cache answers without looking (nothing can have changed).
-        assert!(cache
+        // Seen at once, even before the serving state moves (the sync loop writes it first).
+        let early = cache
             .policy_for(&store, &keys, &state(1, 5), "demo")
-            .unwrap()
-            .is_none());
+            .unwrap();
+        assert_eq!(allows(&early, "echo"), Some(true));
         let now = cache
             .policy_for(&store, &keys, &state(1, 6), "demo")
             .unwrap();
@@ -201,6 +193,7 @@ mod tests {
             .policy_for(&store, &keys, &state(1, 9), "demo")
             .unwrap();
         assert!(Rc::ptr_eq(now.as_ref().unwrap(), again.as_ref().unwrap()));
+        assert!(Rc::ptr_eq(early.as_ref().unwrap(), again.as_ref().unwrap()));
         store
             .set(&keys.policy(1, "demo"), &encode_entry(10, None), None)
             .unwrap();
