@@ -49,12 +49,7 @@ impl RequestSpec {
 
     /// A `tools/list` to the route that answers with `crate::policy::LISTED_TOOLS` tools.
     pub fn tools_list(token: Option<&str>) -> Self {
-        let mut headers = bearer(token);
-        headers.push(("content-type".into(), "application/json".into()));
-        headers.push((
-            "accept".into(),
-            "application/json, text/event-stream".into(),
-        ));
+        let headers = json_post_headers(token);
         Self {
             method: "POST",
             path: "/tools-list".into(),
@@ -77,12 +72,7 @@ impl RequestSpec {
         let mut body = head.as_bytes().to_vec();
         body.extend(std::iter::repeat_n(b'a', pad));
         body.extend_from_slice(tail.as_bytes());
-        let mut headers = bearer(token);
-        headers.push(("content-type".into(), "application/json".into()));
-        headers.push((
-            "accept".into(),
-            "application/json, text/event-stream".into(),
-        ));
+        let headers = json_post_headers(token);
         Self {
             method: "POST",
             path: "/api/mcp".into(),
@@ -101,6 +91,17 @@ impl RequestSpec {
         bytes.extend_from_slice(&self.body);
         bytes
     }
+}
+
+/// The headers of an MCP POST: the key, a JSON body, both answer types accepted.
+fn json_post_headers(token: Option<&str>) -> Vec<(String, String)> {
+    let mut headers = bearer(token);
+    headers.push(("content-type".into(), "application/json".into()));
+    headers.push((
+        "accept".into(),
+        "application/json, text/event-stream".into(),
+    ));
+    headers
 }
 
 fn bearer(token: Option<&str>) -> Vec<(String, String)> {

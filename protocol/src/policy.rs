@@ -42,6 +42,17 @@ pub const DEFAULT_METHODS: [&str; 4] = [
     "logging/setLevel",
 ];
 
+/// True when a client's tool name keeps MCP's grammar (1 to 128 of `A-Z a-z 0-9 _ - . /`). An
+/// org with a policy refuses other names: a server that trims, folds or normalises names could
+/// otherwise run a tool a rule meant to deny.
+pub fn is_valid_tool_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_PATTERN_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'/'))
+}
+
 /// True when `pattern` keeps [`PATTERN_RULE`].
 pub fn is_valid_pattern(pattern: &str) -> bool {
     !pattern.is_empty()
@@ -224,8 +235,9 @@ impl PatternSet {
     }
 }
 
-/// `*` and `?` glob match over bytes, iterative with one backtrack point (linear in practice,
-/// `O(pattern x name)` at worst, both bounded in length).
+/// `*` and `?` glob match, iterative with one backtrack point (linear in practice,
+/// `O(pattern x name)` at worst, both bounded in length). `?` matches one character, however
+/// many bytes it takes in UTF-8.
 pub fn glob_matches(pattern: &[u8], name: &[u8]) -> bool {
     let (mut p, mut n) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
@@ -235,7 +247,11 @@ pub fn glob_matches(pattern: &[u8], name: &[u8]) -> bool {
                 star = Some((p, n));
                 p += 1;
             }
-            Some(&c) if c == b'?' || Some(&c) == name.get(n) => {
+            Some(b'?') => {
+                p += 1;
+                n += name.get(n).map_or(1, |&b| utf8_width(b));
+            }
+            Some(&c) if Some(&c) == name.get(n) => {
                 p += 1;
                 n += 1;
             }
@@ -254,6 +270,16 @@ pub fn glob_matches(pattern: &[u8], name: &[u8]) -> bool {
         .unwrap_or_default()
         .iter()
         .all(|&c| c == b'*')
+}
+
+/// Bytes of the UTF-8 character that starts with `lead` (1 for a continuation byte).
+fn utf8_width(lead: u8) -> usize {
+    match lead {
+        0xF0..=0xFF => 4,
+        0xE0..=0xEF => 3,
+        0xC0..=0xDF => 2,
+        _ => 1,
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -535,6 +561,9 @@ mod tests {
             ("echo", "Echo", false),
             ("**", "z", true),
             ("?", "", false),
+            ("admin_?", "admin_\u{e9}", true),
+            ("a?c", "a\u{1F600}c", true),
+            ("a??c", "a\u{1F600}c", false),
         ];
         for (pattern, name, expected) in cases {
             assert_eq!(

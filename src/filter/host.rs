@@ -50,6 +50,15 @@ extern "C" {
     ) -> Status;
 }
 
+/// One header's value as bytes (the SDK's string form traps on a value that is not UTF-8);
+/// empty when absent.
+pub fn header_value(map_type: MapType, name: &str) -> Vec<u8> {
+    hostcalls::get_map_value_bytes(map_type, name)
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
 /// Every pair of a header map (request headers, trailers), values lossily decoded: unlike the
 /// SDK's `get_map`, neither a non-UTF-8 value nor an unexpected status can trap the VM.
 pub fn header_pairs(map_type: MapType) -> Option<Vec<(String, String)>> {

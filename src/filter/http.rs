@@ -14,7 +14,7 @@ use super::answer::{
     deny, record_decision, STATE_KEY_ID, STATE_METHOD, STATE_ORG, STATE_ROLE, STATE_TOOL,
     STATE_USER,
 };
-use super::host::{header_pairs, log, log_enabled, now_ms, HostStore};
+use super::host::{header_pairs, header_value, log, log_enabled, now_ms, HostStore};
 use super::inflight::{key_set_now, lookup_now, stop};
 use super::metrics::Metrics;
 use crate::auth::request::{
@@ -46,6 +46,9 @@ pub struct GuardHttp {
     policies: Rc<RefCell<PolicyCache>>,
     /// Set when the answer is a `tools/list` result to cut down to the role's tools.
     list_filter: Option<ListFilter>,
+    /// The authenticated caller's org and role: any event stream of a restricted role is
+    /// filtered too (a resumed stream or the legacy SSE transport may carry a tools/list).
+    caller: Option<(String, String)>,
     /// Set while an authenticated POST is held for body inspection.
     pending: Option<PendingBody>,
     /// Test-only: trap in this later phase (`body` or `response`).
@@ -67,8 +70,9 @@ enum ListForm {
     Json,
     /// `text/event-stream`, filtered event by event as chunks arrive.
     Sse(SseFilter),
-    /// The answer could not be filtered: what is left of it is dropped.
-    Failed,
+    /// The answer cannot be filtered (compressed, or it did not parse): the client gets the
+    /// JSON-RPC error once (as an SSE event on a stream), and nothing else of the answer.
+    Failed { sse: bool, error_sent: bool },
 }
 
 impl ListFilter {
@@ -149,6 +153,7 @@ impl GuardHttp {
             streams,
             policies,
             list_filter: None,
+            caller: None,
             pending: None,
             #[cfg(feature = "trap-on-demand")]
             trap_in: None,
@@ -302,6 +307,9 @@ impl GuardHttp {
                         role: pending.role.clone(),
                         form: ListForm::Unknown,
                     });
+                    // The answer is read and rewritten: it must come uncompressed.
+                    let _ =
+                        hostcalls::remove_map_value(MapType::HttpRequestHeaders, "accept-encoding");
                 }
                 self.note_audited_formats(&audited, &pending);
                 self.forward_if_key_holds(&pending.key_id, pending.request_id.as_deref())
@@ -321,6 +329,33 @@ impl GuardHttp {
                 &pending.key_id,
                 pending.request_id.as_deref(),
             ),
+        }
+    }
+
+    /// A filter for an event stream of a role that may not call every tool; a stream whose
+    /// policy cannot be read is refused like one that cannot be filtered.
+    fn stream_filter(&self) -> Option<ListFilter> {
+        let config = self.config.as_deref()?;
+        let (org, role) = self.caller.as_ref()?;
+        let failed = ListForm::Failed {
+            sse: true,
+            error_sent: false,
+        };
+        match self.org_policy(config, org) {
+            Ok(Some(policy)) => {
+                let audit = config.mode == Mode::Audit || policy.mode == PolicyMode::Audit;
+                (!audit && !policy.sees_every_tool(role)).then(|| ListFilter {
+                    policy,
+                    role: role.clone(),
+                    form: ListForm::Unknown,
+                })
+            }
+            Ok(None) => None,
+            Err(()) => Some(ListFilter {
+                policy: Rc::new(CompiledPolicy::compile(&Default::default())),
+                role: role.clone(),
+                form: failed,
+            }),
         }
     }
 
@@ -675,6 +710,7 @@ impl HttpContext for GuardHttp {
                     );
                 }
                 self.allow(&config, &identity);
+                self.caller = Some((identity.org.clone(), identity.role.clone()));
                 self.plan_body(
                     &config,
                     &pairs,
@@ -749,7 +785,7 @@ impl HttpContext for GuardHttp {
         }
     }
 
-    fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
+    fn on_http_response_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
         #[cfg(feature = "trap-on-demand")]
         if self.trap_in.as_deref() == Some("response") {
             core::arch::wasm32::unreachable();
@@ -763,24 +799,58 @@ impl HttpContext for GuardHttp {
         if let Ok(mut streams) = self.streams.try_borrow_mut() {
             streams.response_started(self.context_id);
         }
-        if let Some(filter) = self.list_filter.as_mut() {
-            let content_type =
-                hostcalls::get_map_value(MapType::HttpResponseHeaders, "content-type")
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default();
-            let sse = content_type
-                .get(..17)
-                .is_some_and(|t| t.eq_ignore_ascii_case("text/event-stream"));
-            // The body changes size: the old length would be wrong.
-            let _ = hostcalls::remove_map_value(MapType::HttpResponseHeaders, "content-length");
-            if sse {
-                filter.form = ListForm::Sse(SseFilter::default());
-            } else {
-                filter.form = ListForm::Json;
-                // Held until the body is judged, so that its length can be set.
-                return Action::Pause;
-            }
+        let headers = MapType::HttpResponseHeaders;
+        let sse = header_value(headers, "content-type")
+            .get(..17)
+            .is_some_and(|t| t.eq_ignore_ascii_case(b"text/event-stream"));
+        if self.list_filter.is_none() && sse {
+            self.list_filter = self.stream_filter();
+        }
+        let Some(filter) = self.list_filter.as_mut() else {
+            return Action::Continue;
+        };
+        if end_of_stream {
+            // No body: nothing to filter, nothing to hold.
+            return Action::Continue;
+        }
+        // The body changes size: the old length would be wrong.
+        let _ = hostcalls::remove_map_value(headers, "content-length");
+        if matches!(filter.form, ListForm::Failed { .. }) {
+            return Action::Continue;
+        }
+        let encoding = header_value(headers, "content-encoding");
+        if !encoding.is_empty() && !encoding.eq_ignore_ascii_case(b"identity") {
+            // Compressed bytes cannot be read, and must not pass: the error replaces them.
+            let _ = hostcalls::remove_map_value(headers, "content-encoding");
+            filter.form = ListForm::Failed {
+                sse,
+                error_sent: false,
+            };
+            return if sse { Action::Continue } else { Action::Pause };
+        }
+        if sse {
+            filter.form = ListForm::Sse(SseFilter::default());
+            Action::Continue
+        } else {
+            filter.form = ListForm::Json;
+            // Held until the body is judged, so that its length can be set.
+            Action::Pause
+        }
+    }
+
+    fn on_http_response_trailers(&mut self, _: usize) -> Action {
+        // Trailers end a held JSON answer without an end of stream on its body: it was never
+        // judged, and must not be flushed as it is.
+        let unjudged = self.list_filter.as_ref().is_some_and(|filter| {
+            matches!(
+                filter.form,
+                ListForm::Json | ListForm::Failed { sse: false, .. }
+            )
+        });
+        if unjudged {
+            record_decision("reset", Some("tools_list_unfilterable"));
+            let _ = hostcalls::reset_http_request();
+            return Action::Pause;
         }
         Action::Continue
     }
@@ -804,12 +874,37 @@ impl HttpContext for GuardHttp {
 fn filter_list_answer(filter: &mut ListFilter, body_size: usize, end_of_stream: bool) -> Action {
     use crate::mcp::tools_list::{filter_json, unfilterable};
     let body = BufferType::HttpResponseBody;
+    let held = matches!(
+        filter.form,
+        ListForm::Json | ListForm::Failed { sse: false, .. }
+    );
+    if held && !end_of_stream {
+        // Envoy keeps buffering; the body is read once, at its end.
+        return Action::Pause;
+    }
     let chunk = match hostcalls::get_buffer(body, 0, body_size) {
         Ok(bytes) => bytes.unwrap_or_default(),
         Err(_) => Vec::new(),
     };
     let replacement = match &mut filter.form {
-        ListForm::Json if !end_of_stream => return Action::Pause,
+        ListForm::Failed { sse, error_sent } => {
+            let error = unfilterable(&filter.role);
+            let out = match (*sse, *error_sent) {
+                (_, true) => Vec::new(),
+                (true, false) => format!("event: message\ndata: {error}\n\n").into_bytes(),
+                (false, false) => error.into_bytes(),
+            };
+            *error_sent = true;
+            if !*sse {
+                let length = out.len().to_string();
+                let _ = hostcalls::set_map_value(
+                    MapType::HttpResponseHeaders,
+                    "content-length",
+                    Some(&length),
+                );
+            }
+            Some(out)
+        }
         ListForm::Json | ListForm::Unknown => {
             let filtered = if chunk.is_empty() {
                 Ok(None)
@@ -843,12 +938,14 @@ fn filter_list_answer(filter: &mut ListFilter, body_size: usize, end_of_stream: 
                 Ok(out) => Some(out),
                 Err(_) => {
                     let error = format!("event: message\ndata: {}\n\n", unfilterable(&filter.role));
-                    filter.form = ListForm::Failed;
+                    filter.form = ListForm::Failed {
+                        sse: true,
+                        error_sent: true,
+                    };
                     Some(error.into_bytes())
                 }
             }
         }
-        ListForm::Failed => Some(Vec::new()),
     };
     if let Some(out) = replacement {
         let _ = hostcalls::set_buffer(body, 0, chunk.len(), &out);

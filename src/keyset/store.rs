@@ -22,7 +22,8 @@ pub trait SharedStore {
 /// Names of the shared-data entries of one key set (one sync cluster).
 ///
 /// Shared data is per `vm_id`: the cluster name in every key keeps two filter configurations
-/// that sync from different control planes apart. Keys live under a *generation*, so a full
+/// that sync from different control planes apart, and the page format two module versions
+/// that read different formats. Keys live under a *generation*, so a full
 /// reload (new database, restored backup) fills a fresh namespace and switches over atomically.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keys {
@@ -36,7 +37,11 @@ pub struct Keys {
 
 impl Keys {
     pub fn new(cluster: &str) -> Self {
-        let prefix = format!("mcp-guard/{cluster}/");
+        // The page format is part of the name: a filter that reads a newer format than the one
+        // whose cursor it would inherit (a module update keeps the VM's shared data) loads the
+        // whole set again, instead of skipping what the older format left out (policies).
+        let format = mcp_guard_protocol::sync::PAGE_FORMAT;
+        let prefix = format!("mcp-guard/{cluster}/f{format}/");
         Self {
             state: format!("{prefix}state"),
             cursor: format!("{prefix}cursor"),

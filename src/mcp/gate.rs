@@ -2,7 +2,7 @@
 //! body, refusing (enforce) or noting (audit) what the key's role may not use, and keeping the
 //! first call's method and tool for the access log.
 
-use mcp_guard_protocol::policy::CompiledPolicy;
+use mcp_guard_protocol::policy::{is_valid_tool_name, CompiledPolicy};
 
 use super::inspect::{sanitize_tool, CallGate, Forbidden};
 
@@ -67,6 +67,21 @@ impl CallGate for PolicyGate<'_> {
         let Some(policy) = self.policy else {
             return Ok(());
         };
+        if let Some(tool) = tool.filter(|tool| !is_valid_tool_name(tool)) {
+            let rule = "invalid_tool_name";
+            if self.audit {
+                self.would_forbid.get_or_insert(rule);
+                return Ok(());
+            }
+            return Err(Forbidden {
+                rule,
+                message: format!(
+                    "Forbidden: tool `{}` is not a tool name (1 to 128 of A-Z, a-z, 0-9, '_', '-', \
+                     '.', '/'), and this org's tool policy admits no other ({rule})",
+                    sanitize_tool(tool)
+                ),
+            });
+        }
         let decision = policy.decide(self.role, Some(method), tool);
         if decision.allowed {
             return Ok(());
@@ -198,6 +213,29 @@ mod tests {
         let mut gate = PolicyGate::new(None, "viewer", false);
         assert!(judge(CALL_DELETE, &mut gate).is_allow());
         assert!(!gate.has_policy() && gate.first.is_some());
+    }
+
+    #[test]
+    fn under_a_policy_only_tool_names_of_the_grammar_pass() {
+        let policy = viewer_policy();
+        for name in ["echo ", "echo\\u0000", "Echo\\u00e9", "ec ho"] {
+            let body = CALL_DELETE.replace("delete_repo", name);
+            let mut gate = PolicyGate::new(Some(&policy), "viewer", false);
+            let rejection = judge(&body, &mut gate).rejection().cloned().unwrap();
+            assert_eq!(rejection.rule, "invalid_tool_name", "{name}");
+        }
+        // Without a policy nothing changes.
+        let mut gate = PolicyGate::new(None, "viewer", false);
+        assert!(judge(&CALL_DELETE.replace("delete_repo", "ec ho"), &mut gate).is_allow());
+        // A name that holds a token is refused as a secret, before the policy sees it.
+        let token = "amt_k3x9a0b1c2d3_Zk3x9a0b1c2d3e4f5g6h7i8j9k0l1m2n3o4p5q6r7s8";
+        let mut gate = PolicyGate::new(Some(&policy), "viewer", false);
+        let rejection = judge(&CALL_DELETE.replace("delete_repo", token), &mut gate)
+            .rejection()
+            .cloned()
+            .unwrap();
+        assert_eq!(rejection.kind, RejectKind::SecretValue);
+        assert!(gate.first.is_none() && !rejection.body().contains(token));
     }
 
     #[test]

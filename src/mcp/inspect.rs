@@ -789,22 +789,6 @@ impl<'c> Inspector<'c> {
             }
         }
 
-        if let Some(method) = method_name.as_deref() {
-            let tool_name = tool.map(|name| name.decode());
-            if let Err(forbidden) = self.gate.admit(method, tool_name.as_deref()) {
-                return Err(Box::new(Rejection {
-                    kind: RejectKind::Forbidden,
-                    status: HTTP_FORBIDDEN,
-                    code: FORBIDDEN,
-                    id,
-                    message: forbidden.message,
-                    path: prefix,
-                    rule: forbidden.rule.to_string(),
-                    tool: tool_name.map(|name| sanitize_tool(&name)),
-                }));
-            }
-        }
-
         let mut names: Vec<Range<usize>> = args.iter().cloned().collect();
         client_data(method_name.as_deref(), params, result, error, &mut names);
         if method_name.as_deref() == Some("completion/complete") {
@@ -907,6 +891,23 @@ impl<'c> Inspector<'c> {
                 },
             };
             return Err(Box::new(rejection));
+        }
+        // After the secret scan: a tool or method name that holds a credential is refused as
+        // such, and never echoed in a 403 or recorded for the access log.
+        if let Some(method) = method_name.as_deref() {
+            let tool_name = tool.map(|name| name.decode());
+            if let Err(forbidden) = self.gate.admit(method, tool_name.as_deref()) {
+                return Err(Box::new(Rejection {
+                    kind: RejectKind::Forbidden,
+                    status: HTTP_FORBIDDEN,
+                    code: FORBIDDEN,
+                    id,
+                    message: forbidden.message,
+                    path: prefix,
+                    rule: forbidden.rule.to_string(),
+                    tool: tool_name.map(|name| sanitize_tool(&name)),
+                }));
+            }
         }
         Ok(())
     }

@@ -100,6 +100,15 @@ pub fn unfilterable(role: &str) -> String {
 #[derive(Debug, Default)]
 pub struct SseFilter {
     held: Vec<u8>,
+    /// Where the scan of the held (partial) event stopped, and where its current line starts:
+    /// each byte is scanned once, however many chunks an event takes.
+    scan: Scan,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Scan {
+    at: usize,
+    line_start: usize,
 }
 
 impl SseFilter {
@@ -112,12 +121,26 @@ impl SseFilter {
         self.held.extend_from_slice(chunk);
         let mut out = Vec::with_capacity(self.held.len());
         let mut start = 0;
-        while let Some(end) = event_end(&self.held, start) {
-            let event = self.held.get(start..end).ok_or(Unfilterable)?;
-            filter_event(event, may_call, &mut out)?;
-            start = end;
+        loop {
+            match event_end(&self.held, self.scan) {
+                Ok(end) => {
+                    let event = self.held.get(start..end).ok_or(Unfilterable)?;
+                    filter_event(event, may_call, &mut out)?;
+                    start = end;
+                    self.scan = Scan {
+                        at: end,
+                        line_start: end,
+                    };
+                }
+                Err(resume) => {
+                    self.scan = resume;
+                    break;
+                }
+            }
         }
         self.held.drain(..start);
+        self.scan.at -= start;
+        self.scan.line_start -= start;
         if self.held.len() > MAX_HELD_BYTES {
             return Err(Unfilterable);
         }
@@ -127,6 +150,7 @@ impl SseFilter {
     /// The end of the body: a last event without its blank line is filtered the same way.
     pub fn finish(&mut self, may_call: &dyn Fn(&str) -> bool) -> Result<Vec<u8>, Unfilterable> {
         let rest = core::mem::take(&mut self.held);
+        self.scan = Scan::default();
         let mut out = Vec::with_capacity(rest.len());
         if !rest.is_empty() {
             filter_event(&rest, may_call, &mut out)?;
@@ -135,17 +159,18 @@ impl SseFilter {
     }
 }
 
-/// Where the event starting at `from` ends: after the line break that follows an empty line
-/// (SSE lines end in CRLF, LF or CR).
-fn event_end(bytes: &[u8], from: usize) -> Option<usize> {
-    let mut at = from;
-    let mut line_start = from;
-    while at < bytes.len() {
-        let b = *bytes.get(at)?;
+/// Where the event being scanned ends: after the line break that follows an empty line (SSE
+/// lines end in CRLF, LF or CR). `Err` is where to resume when more bytes arrive.
+fn event_end(bytes: &[u8], scan: Scan) -> Result<usize, Scan> {
+    let Scan {
+        mut at,
+        mut line_start,
+    } = scan;
+    while let Some(&b) = bytes.get(at) {
         if b == b'\n' || b == b'\r' {
             // A CR at the very end may be the first half of a CRLF: wait for more.
             if b == b'\r' && at + 1 == bytes.len() {
-                return None;
+                return Err(Scan { at, line_start });
             }
             let next = if b == b'\r' && bytes.get(at + 1) == Some(&b'\n') {
                 at + 2
@@ -153,7 +178,7 @@ fn event_end(bytes: &[u8], from: usize) -> Option<usize> {
                 at + 1
             };
             if at == line_start {
-                return Some(next);
+                return Ok(next);
             }
             line_start = next;
             at = next;
@@ -161,7 +186,7 @@ fn event_end(bytes: &[u8], from: usize) -> Option<usize> {
             at += 1;
         }
     }
-    None
+    Err(Scan { at, line_start })
 }
 
 /// Writes `event` to `out`, with its data filtered when it is a `tools/list` result.

@@ -64,15 +64,21 @@ fn stack_with_users(test: &str) -> (Stack, IssuedKey, IssuedKey) {
     (stack, viewer, admin)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_viewer_calls_only_its_tools_and_the_server_never_sees_the_others() {
-    let (stack, viewer, admin) = stack_with_users("policy-rmcp");
+/// [`stack_with_users`] once the proxy enforces [`POLICY`].
+fn stack_with_policy(test: &str) -> (Stack, IssuedKey, IssuedKey) {
+    let (stack, viewer, admin) = stack_with_users(test);
     set_policy(&stack, POLICY);
     wait_until(
         "the policy to reach the proxy",
         Duration::from_secs(5),
         || post(&stack, &viewer.token, &call(1, "add")).status == 403,
     );
+    (stack, viewer, admin)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_calls_only_its_tools_and_the_server_never_sees_the_others() {
+    let (stack, viewer, admin) = stack_with_policy("policy-rmcp");
 
     let url = format!("http://127.0.0.1:{}/api/mcp", stack.envoy.port);
     let connect = |token: String| {
@@ -128,13 +134,7 @@ async fn a_viewer_calls_only_its_tools_and_the_server_never_sees_the_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tools_list_shows_a_role_only_its_tools_in_json_and_sse() {
-    let (stack, viewer, admin) = stack_with_users("policy-list");
-    set_policy(&stack, POLICY);
-    wait_until(
-        "the policy to reach the proxy",
-        Duration::from_secs(5),
-        || post(&stack, &viewer.token, &call(1, "add")).status == 403,
-    );
+    let (stack, viewer, admin) = stack_with_policy("policy-list");
     let url = format!("http://127.0.0.1:{}/api/mcp", stack.envoy.port);
     let tools_of = |token: String| {
         let url = url.clone();
@@ -187,13 +187,7 @@ async fn tools_list_shows_a_role_only_its_tools_in_json_and_sse() {
 
 #[test]
 fn the_403_names_tool_and_role_and_the_access_log_has_method_tool_and_user() {
-    let (stack, viewer, admin) = stack_with_users("policy-403");
-    set_policy(&stack, POLICY);
-    wait_until(
-        "the policy to reach the proxy",
-        Duration::from_secs(5),
-        || post(&stack, &viewer.token, &call(1, "add")).status == 403,
-    );
+    let (stack, viewer, admin) = stack_with_policy("policy-403");
     let seen = stack.upstream.request_count();
     let response = Request::post_json("/api/mcp-json?e2e=forbid", &call(42, "add"))
         .bearer(&viewer.token)
@@ -296,5 +290,23 @@ fn a_policy_change_reaches_the_proxy_within_a_second_and_audit_mode_forwards() {
         "the removal to reach the proxy",
         Duration::from_secs(1),
         || post(&stack, &viewer.token, &call(6, "echo")).status == 200,
+    );
+}
+
+/// An answer without a body (a notification's 202) is passed at once, not held.
+#[test]
+fn a_bodiless_answer_to_a_restricted_role_is_not_held() {
+    let (stack, viewer, _admin) = stack_with_policy("policy-bodiless");
+    let started = Instant::now();
+    let notification = post(
+        &stack,
+        &viewer.token,
+        r#"{"jsonrpc":"2.0","method":"tools/list"}"#,
+    );
+    assert!(notification.status < 300, "{notification:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "held {:?}",
+        started.elapsed()
     );
 }
