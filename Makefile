@@ -71,6 +71,12 @@ validate: wasm bench-wasm native envoy ## `envoy --mode validate` on every shipp
 	done
 	cargo run --quiet --profile native-release -p mcp-guard-bench -- --validate-configs
 
+PG_DIR := $(CURDIR)/target/pg
+test-postgres: ## The store contract against a real PostgreSQL (Debian's, installed if missing; started and stopped here)
+	@url=$$(tools/postgres.sh start $(PG_DIR)) || exit 1; \
+	  GUARDCTL_TEST_POSTGRES="$$url" cargo test -p guardctl --test store_contract; \
+	  status=$$?; tools/postgres.sh stop $(PG_DIR); exit $$status
+
 e2e-deps: ## Install nghttp (HTTP/2 client with trailers, from Debian) if missing
 	@command -v nghttp >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nghttp2-client)
 
@@ -80,7 +86,7 @@ e2e: build wasm-trap envoy e2e-deps ## End-to-end tests: real Envoy, real guardc
 test: ## Everything CI runs; ends with `N passed, N failed` summed over every suite
 	@tools/test-summary.sh test-suites
 
-test-suites: lint unit validate e2e
+test-suites: lint unit validate test-postgres e2e
 
 run: build envoy ## The local stack: guardctl :8081, demo MCP :8000, Envoy :10000 (admin :9901)
 	MCP_UPSTREAM=$(MCP_UPSTREAM) ENVOY=$(ENVOY) tools/run-local.sh

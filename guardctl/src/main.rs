@@ -300,7 +300,7 @@ struct ServeArgs {
     #[arg(long, env = "GUARDCTL_LISTEN", default_value = "127.0.0.1:8081")]
     listen: String,
 
-    /// SQLite database (created if missing)
+    /// SQLite database file (created if missing), or a postgres:// URL (one replica for now)
     #[arg(long, env = "GUARDCTL_DB", default_value = ".data/guard.db")]
     db: PathBuf,
 

@@ -17,6 +17,10 @@ const ADMIN_TOKEN_LEN: usize = 43;
 
 /// The folder holding the database and the admin token: the folder of `--db`.
 pub fn data_dir_of(db_path: &Path) -> PathBuf {
+    // A database URL is not a folder: the token then lives in `.data/` unless given.
+    if db_path.to_str().is_some_and(crate::store::is_postgres_url) {
+        return PathBuf::from(".data");
+    }
     match db_path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
         _ => PathBuf::from("."),

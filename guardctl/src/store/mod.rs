@@ -1,12 +1,14 @@
 //! The store: users, keys, their hash rows, the append-only change log that versions the key set,
 //! and the audit trail of every admin action.
 //!
-//! [`KeyStore`] is the one interface the API uses; `sqlite.rs` is the implementation today (the
-//! embedded default). Every method is blocking: the server calls them from `spawn_blocking`,
+//! [`KeyStore`] is the one interface the API uses; `sqlite.rs` is the embedded default and
+//! `postgres.rs` the database replicas share. Every method is blocking: the server calls them from `spawn_blocking`,
 //! bounded by [`KeyStore::max_concurrent_reads`] and one writer at a time.
 
+pub(crate) mod postgres;
 pub(crate) mod sqlite;
 
+pub use postgres::{is_postgres_url, PgStore};
 pub use sqlite::SqliteStore;
 
 use crate::keys::import::ImportRow;
@@ -182,6 +184,69 @@ pub struct AuditEvent {
     pub detail: String,
 }
 
+/// How often a create retries when the random key-id is already taken. With 36^12 possible ids a
+/// second attempt is already astronomically rare; the bound only guards against a broken RNG.
+const KEY_ID_ATTEMPTS: usize = 8;
+
+/// A new token whose key-id `taken` says was never used in the database.
+pub(crate) fn unused_token(
+    mut taken: impl FnMut(&str) -> StoreResult<bool>,
+) -> StoreResult<NewToken> {
+    for _ in 0..KEY_ID_ATTEMPTS {
+        let candidate = crate::keys::token::generate_token();
+        if !taken(&candidate.key_id)? {
+            return Ok(candidate);
+        }
+    }
+    Err(StoreError::Unusable(
+        "could not find an unused key-id; is the RNG broken?".into(),
+    ))
+}
+
+impl CreatedKey {
+    /// The outcome of a create, and the audit row's object and detail for it.
+    pub(crate) fn issued(
+        token: NewToken,
+        (org, role, user): (String, String, Option<String>),
+        new_key: &NewKey,
+        version: u64,
+    ) -> (CreatedKey, String, String) {
+        let issued_by = user
+            .as_deref()
+            .map_or_else(String::new, |user| format!(" user {user}"));
+        let object = format!("key {}", token.key_id);
+        let detail = format!("org {org} role {role}{issued_by}");
+        let created = CreatedKey {
+            info: KeyInfo {
+                key_id: token.key_id.clone(),
+                org,
+                role,
+                user,
+                name: new_key.name.clone(),
+                created_at: new_key.created_at,
+                expires_at: new_key.expires_at,
+            },
+            token,
+            version,
+        };
+        (created, object, detail)
+    }
+}
+
+/// The audit object of a user.
+pub(crate) fn user_object(org: &str, name: &str) -> String {
+    format!("user {org}/{name}")
+}
+
+/// The audit detail of an import batch.
+pub(crate) fn import_detail(rows: &[ImportRow], version: u64) -> String {
+    let first = rows.first().map_or("", |row| row.key_id.as_str());
+    format!(
+        "{} rows, first key {first}, up to version {version}",
+        rows.len()
+    )
+}
+
 /// The admin who makes a write, and when: recorded in the audit trail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor<'a> {
@@ -290,7 +355,11 @@ pub trait KeyStore: Send + Sync {
     fn changes_since(&self, since: u64, limit: usize) -> StoreResult<ChangesRead>;
 }
 
-/// Opens the database at `path` (SQLite), creating it if it does not exist.
-pub fn open(path: &Path) -> StoreResult<Box<dyn KeyStore>> {
-    Ok(Box::new(SqliteStore::open(path)?))
+/// Opens the database `db`: a `postgres://` or `postgresql://` URL, else a SQLite file, created
+/// if it does not exist.
+pub fn open(db: &Path) -> StoreResult<Box<dyn KeyStore>> {
+    match db.to_str().filter(|db| is_postgres_url(db)) {
+        Some(url) => Ok(Box::new(PgStore::open(url)?)),
+        None => Ok(Box::new(SqliteStore::open(db)?)),
+    }
 }

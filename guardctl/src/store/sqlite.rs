@@ -7,9 +7,9 @@
 //! durable before the client hears about it.
 
 use super::{
-    Actor, AuditEvent, Change, ChangesRead, CreatedKey, HashRow, ImportOutcome, Issuer, KeyInfo,
-    KeyStore, NewKey, Refusal, RemovedUser, RoleChange, StoreError, StoreResult, StoredPolicy,
-    UserInfo,
+    import_detail, unused_token, user_object, Actor, AuditEvent, Change, ChangesRead, CreatedKey,
+    HashRow, ImportOutcome, Issuer, KeyInfo, KeyStore, NewKey, Refusal, RemovedUser, RoleChange,
+    StoreError, StoreResult, StoredPolicy, UserInfo,
 };
 use crate::keys::import::{ImportRow, DEFAULT_NAME};
 use crate::keys::token;
@@ -23,9 +23,6 @@ use std::time::Duration;
 const SCHEMA_VERSION: i64 = 3;
 /// Read connections kept open for reuse. The server runs at most this many reads at once.
 pub const READER_POOL_SIZE: usize = 4;
-/// How often a create retries when the random key-id is already taken. With 36^12 possible ids a
-/// second attempt is already astronomically rare; the bound only guards against a broken RNG.
-const KEY_ID_ATTEMPTS: usize = 8;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (
@@ -197,22 +194,13 @@ impl KeyStore for SqliteStore {
                 (org.clone(), role, Some(name.clone()))
             }
         };
-        let mut fresh = None;
-        for _ in 0..KEY_ID_ATTEMPTS {
-            let candidate = token::generate_token();
-            let taken: bool = tx.query_row(
+        let token = unused_token(|key_id| {
+            Ok(tx.query_row(
                 "SELECT EXISTS (SELECT 1 FROM keys WHERE key_id = ?1)
                      OR EXISTS (SELECT 1 FROM changes WHERE key_id = ?1)",
-                [&candidate.key_id],
+                [key_id],
                 |row| row.get(0),
-            )?;
-            if !taken {
-                fresh = Some(candidate);
-                break;
-            }
-        }
-        let token = fresh.ok_or_else(|| {
-            StoreError::Unusable("could not find an unused key-id; is the RNG broken?".into())
+            )?)
         })?;
         tx.execute(
             "INSERT INTO keys (key_id, sha256, org, role, name, created_at, expires_at, user)
@@ -229,30 +217,11 @@ impl KeyStore for SqliteStore {
             ],
         )?;
         let version = insert_change(&tx, &token.key_id, "upsert")?;
-        let issued_by = user
-            .as_deref()
-            .map_or_else(String::new, |user| format!(" user {user}"));
-        audit(
-            &tx,
-            actor,
-            "key.create",
-            &format!("key {}", token.key_id),
-            &format!("org {org} role {role}{issued_by}"),
-        )?;
+        let (created, object, detail) =
+            CreatedKey::issued(token, (org, role, user), new_key, version);
+        audit(&tx, actor, "key.create", &object, &detail)?;
         tx.commit()?;
-        Ok(CreatedKey {
-            info: KeyInfo {
-                key_id: token.key_id.clone(),
-                org,
-                role,
-                user,
-                name: new_key.name.clone(),
-                created_at: new_key.created_at,
-                expires_at: new_key.expires_at,
-            },
-            token,
-            version,
-        })
+        Ok(created)
     }
 
     /// Revokes a key: deletes its row (and so its hash) and appends a 'revoke' change, in one
@@ -305,12 +274,13 @@ impl KeyStore for SqliteStore {
                 version = u64::try_from(tx.last_insert_rowid()).unwrap_or(0);
             }
         }
-        let first = rows.first().map_or("", |row| row.key_id.as_str());
-        let detail = format!(
-            "{} rows, first key {first}, up to version {version}",
-            rows.len()
-        );
-        audit(&tx, actor, "key.import", "keys", &detail)?;
+        audit(
+            &tx,
+            actor,
+            "key.import",
+            "keys",
+            &import_detail(rows, version),
+        )?;
         tx.commit()?;
         Ok(ImportOutcome::Imported {
             count: u64::try_from(rows.len()).unwrap_or(u64::MAX),
@@ -756,10 +726,6 @@ fn refused_exists(org: &str, name: &str) -> StoreError {
         org: org.into(),
         name: name.into(),
     })
-}
-
-fn user_object(org: &str, name: &str) -> String {
-    format!("user {org}/{name}")
 }
 
 fn read_current_version(conn: &Connection) -> StoreResult<u64> {
