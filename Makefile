@@ -72,9 +72,10 @@ validate: wasm bench-wasm native envoy ## `envoy --mode validate` on every shipp
 	cargo run --quiet --profile native-release -p mcp-guard-bench -- --validate-configs
 
 PG_DIR := $(CURDIR)/target/pg
-test-postgres: ## The store contract against a real PostgreSQL (Debian's, installed if missing; started and stopped here)
+test-postgres: ## The store contract and two replicas against a real PostgreSQL (Debian's, installed if missing; started and stopped here)
 	@url=$$(tools/postgres.sh start $(PG_DIR)) || exit 1; \
-	  GUARDCTL_TEST_POSTGRES="$$url" cargo test -p guardctl --test store_contract; \
+	  GUARDCTL_TEST_POSTGRES="$$url" cargo test -p guardctl --test store_contract --test replicas \
+	    -- --include-ignored; \
 	  status=$$?; tools/postgres.sh stop $(PG_DIR); exit $$status
 
 e2e-deps: ## Install nghttp (HTTP/2 client with trailers, from Debian) if missing

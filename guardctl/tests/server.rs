@@ -3,95 +3,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use guardctl::api::{ServeConfig, Server};
-use guardctl::cli::client::{AdminClient, CreateKeyParams};
+mod common;
+
+use common::TestServer;
+use guardctl::cli::client::CreateKeyParams;
 use guardctl::keys::token::sha256_hex;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
-
-/// A server on an ephemeral port, on its own runtime thread; stopped (gracefully) on drop.
-struct TestServer {
-    url: String,
-    admin_token: String,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<thread::JoinHandle<anyhow::Result<()>>>,
-}
-
-impl TestServer {
-    fn start(db_path: &Path) -> TestServer {
-        Self::start_with_page_size(db_path, 1000)
-    }
-
-    fn start_with_page_size(db_path: &Path, sync_page_size: usize) -> TestServer {
-        let config = ServeConfig {
-            sync_page_size,
-            ..ServeConfig::new(db_path)
-        };
-        let server = Server::open(&config).expect("open server");
-        let admin_token = std::fs::read_to_string(server.admin_token_path()).unwrap();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let thread = thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()?;
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener)?;
-                server
-                    .run(listener, async move {
-                        let _ = stopped.await;
-                    })
-                    .await
-            })
-        });
-        TestServer {
-            url,
-            admin_token,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-
-    fn client(&self) -> AdminClient {
-        AdminClient::new(&self.url, self.admin_token.clone()).unwrap()
-    }
-
-    /// Stops the server and waits for `run` to return, failing if it takes too long.
-    fn stop(mut self) {
-        self.shutdown_within(Duration::from_secs(10));
-    }
-
-    fn shutdown_within(&mut self, limit: Duration) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let started = Instant::now();
-            while !thread.is_finished() {
-                assert!(
-                    started.elapsed() < limit,
-                    "server did not stop in {limit:?}"
-                );
-                thread::sleep(Duration::from_millis(10));
-            }
-            thread.join().unwrap().expect("server run failed");
-        }
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if !thread::panicking() {
-            self.shutdown_within(Duration::from_secs(10));
-        }
-    }
-}
 
 fn http() -> ureq::Agent {
     ureq::Agent::config_builder()

@@ -88,6 +88,16 @@ impl Server {
             sync_page_size: config.sync_page_size.max(1),
             write_permits: Semaphore::new(1),
         }));
+        // Changes committed by other replicas wake this one's long-polls too. Weak: the
+        // listener stops once the server is gone.
+        let weak = Arc::downgrade(&state.0);
+        state.0.store.follow_versions(Arc::new(move |version| {
+            let Some(shared) = weak.upgrade() else {
+                return false;
+            };
+            AppState(shared).publish_version(version);
+            true
+        }));
         Ok(Server {
             state,
             admin_token_path,

@@ -238,6 +238,16 @@ pub(crate) fn user_object(org: &str, name: &str) -> String {
     format!("user {org}/{name}")
 }
 
+impl ImportOutcome {
+    /// All of `rows` committed, the last at `version`.
+    pub(crate) fn imported(rows: &[ImportRow], version: u64) -> ImportOutcome {
+        ImportOutcome::Imported {
+            count: u64::try_from(rows.len()).unwrap_or(u64::MAX),
+            version,
+        }
+    }
+}
+
 /// The audit detail of an import batch.
 pub(crate) fn import_detail(rows: &[ImportRow], version: u64) -> String {
     let first = rows.first().map_or("", |row| row.key_id.as_str());
@@ -353,7 +363,14 @@ pub trait KeyStore: Send + Sync {
     /// Up to `limit` changes after `since`, oldest first, with the current version, from one
     /// snapshot.
     fn changes_since(&self, since: u64, limit: usize) -> StoreResult<ChangesRead>;
+    /// Calls `on_version` with the current version whenever another process may have committed
+    /// a change, until it returns false. SQLite has one writing process, which announces its
+    /// own writes: nothing to follow.
+    fn follow_versions(&self, _on_version: VersionListener) {}
 }
+
+/// Told the database's current version; returns false to stop listening.
+pub type VersionListener = std::sync::Arc<dyn Fn(u64) -> bool + Send + Sync>;
 
 /// Opens the database `db`: a `postgres://` or `postgresql://` URL, else a SQLite file, created
 /// if it does not exist.

@@ -8,8 +8,12 @@
 //! long-poll at `since=N` would skip N for good.) The epoch lives in `meta`, so every replica
 //! reports the same one.
 //!
-//! This increment serves one replica; wake-ups across replicas (LISTEN/NOTIFY) are not built
-//! yet, so a second replica's long-polls wake only at their timeout.
+//! **Wake-ups across replicas.** Every change also sends `NOTIFY guardctl_versions` (delivered
+//! at commit). Each replica keeps one connection that LISTENs and, on every notification, on
+//! every reconnect (notifications sent while it was down are lost) and at least every
+//! [`SAFETY_POLL`], re-reads the version from the counter row: the notification is a hint, the
+//! row is the truth. LISTEN needs a session of its own: a pooler in transaction mode
+//! (PgBouncer's default) breaks it, and it must reach the primary.
 
 use super::{
     import_detail, unused_token, user_object, Actor, AuditEvent, Change, ChangesRead, CreatedKey,
@@ -18,11 +22,19 @@ use super::{
 };
 use crate::keys::import::{ImportRow, DEFAULT_NAME};
 use crate::keys::token;
+use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, IsolationLevel, NoTls, Transaction};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::thread;
+use std::time::Duration;
+use tracing::{debug, warn};
 
 /// Schema version in `meta`; the same history as SQLite's `user_version` (3: policies).
 const SCHEMA_VERSION: i64 = 3;
+/// The channel of version notifications.
+const CHANNEL: &str = "guardctl_versions";
+/// The slowest a replica learns of another's change when notifications are lost.
+pub const SAFETY_POLL: Duration = Duration::from_secs(2);
 /// Read connections kept open for reuse.
 pub const READER_POOL_SIZE: usize = 4;
 
@@ -94,7 +106,8 @@ impl From<postgres::Error> for StoreError {
 pub struct PgStore {
     url: String,
     epoch: String,
-    writer: Mutex<Client>,
+    /// `None` only while a broken connection is replaced.
+    writer: Mutex<Option<Client>>,
     readers: Mutex<Vec<Client>>,
 }
 
@@ -107,13 +120,20 @@ impl PgStore {
         Ok(PgStore {
             url: url.to_string(),
             epoch,
-            writer: Mutex::new(writer),
+            writer: Mutex::new(Some(writer)),
             readers: Mutex::new(Vec::new()),
         })
     }
 
-    fn writer(&self) -> MutexGuard<'_, Client> {
-        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Runs `f` on the writer connection (one writer at a time), reconnecting it if it broke.
+    fn with_writer<T>(&self, f: impl FnOnce(&mut Client) -> StoreResult<T>) -> StoreResult<T> {
+        let mut guard: MutexGuard<'_, Option<Client>> =
+            self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let client = match guard.take() {
+            Some(client) if !client.is_closed() => client,
+            _ => Client::connect(&self.url, NoTls)?,
+        };
+        f(guard.insert(client))
     }
 
     /// Runs `read` in a read-only snapshot on a pooled connection.
@@ -152,14 +172,33 @@ impl PgStore {
         &self,
         write: impl FnOnce(&mut Transaction<'_>) -> StoreResult<T>,
     ) -> StoreResult<T> {
-        let mut client = self.writer();
-        if client.is_closed() {
-            *client = Client::connect(&self.url, NoTls)?;
+        self.with_writer(|client| {
+            let mut tx = client.transaction()?;
+            let value = write(&mut tx)?;
+            tx.commit()?;
+            Ok(value)
+        })
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        // The sync client closes its connection with a runtime of its own, which cannot start
+        // on a thread that drives async tasks (where the server drops its store): close them
+        // on a plain thread.
+        let writer = self
+            .writer
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let readers = std::mem::take(
+            self.readers
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        if let Ok(closing) = thread::Builder::new().spawn(move || drop((writer, readers))) {
+            let _ = closing.join();
         }
-        let mut tx = client.transaction()?;
-        let value = write(&mut tx)?;
-        tx.commit()?;
-        Ok(value)
     }
 }
 
@@ -213,7 +252,96 @@ fn insert_change(tx: &mut Transaction<'_>, key_id: &str, kind: &str) -> StoreRes
         "INSERT INTO changes (version, key_id, kind) VALUES ($1, $2, $3)",
         &[&as_i64(version), &key_id, &kind],
     )?;
+    // Delivered to the other replicas when (and only if) this transaction commits.
+    tx.execute(
+        "SELECT pg_notify($1, $2)",
+        &[&CHANNEL, &version.to_string()],
+    )?;
     Ok(version)
+}
+
+/// One import batch in one transaction; a key-id already used refuses it whole (rolled back).
+fn import_in(client: &mut Client, rows: &[ImportRow], actor: &Actor) -> StoreResult<ImportOutcome> {
+    let mut tx = client.transaction()?;
+    let mut version = read_current_version(&mut tx)?;
+    for (index, row) in rows.iter().enumerate() {
+        if key_id_taken(&mut tx, &row.key_id)? {
+            // Dropping `tx` rolls the batch back.
+            return Ok(ImportOutcome::Duplicate { index });
+        }
+        tx.execute(
+            "INSERT INTO keys (key_id, sha256, org, role, name, created_at, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &row.key_id,
+                &row.sha256,
+                &row.org,
+                &row.role,
+                &row.name.as_deref().unwrap_or(DEFAULT_NAME),
+                &actor.at,
+                &row.expires_at,
+            ],
+        )?;
+        version = insert_change(&mut tx, &row.key_id, "upsert")?;
+    }
+    audit(
+        &mut tx,
+        actor,
+        "key.import",
+        "keys",
+        &import_detail(rows, version),
+    )?;
+    tx.commit()?;
+    Ok(ImportOutcome::imported(rows, version))
+}
+
+/// The replica's listening session: LISTEN, read the version, then again on every notification,
+/// timeout and reconnect, until `on_version` says stop.
+fn listen(url: &str, on_version: &(dyn Fn(u64) -> bool + Send + Sync)) {
+    loop {
+        let mut client = match Client::connect(url, NoTls) {
+            Ok(client) => client,
+            Err(err) => {
+                warn!(%err, "version listener cannot connect; retrying");
+                thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+        };
+        if let Err(err) = client.batch_execute(&format!("LISTEN {CHANNEL}")) {
+            warn!(%err, "version listener cannot LISTEN; retrying");
+            thread::sleep(Duration::from_secs(1));
+            continue;
+        }
+        loop {
+            // The notification only says "look": the counter row says what there is.
+            let version: Result<i64, _> = client
+                .query_one("SELECT version FROM version_counter WHERE id = 1", &[])
+                .map(|row| row.get(0));
+            match version {
+                Ok(version) => {
+                    if !on_version(u64::try_from(version).unwrap_or(0)) {
+                        return;
+                    }
+                }
+                Err(err) => {
+                    debug!(%err, "version listener lost its connection; reconnecting");
+                    break;
+                }
+            }
+            let mut notifications = client.notifications();
+            let next = notifications.timeout_iter(SAFETY_POLL).next();
+            match next {
+                // A notification, or the safety poll's timeout: read the version again.
+                Ok(_) => {}
+                Err(err) => {
+                    debug!(%err, "version listener lost its connection; reconnecting");
+                    break;
+                }
+            }
+            // Several notifications may be queued: one read covers them all.
+            while let Ok(Some(_)) = notifications.iter().next() {}
+        }
+    }
 }
 
 fn as_i64(version: u64) -> i64 {
@@ -343,41 +471,7 @@ impl KeyStore for PgStore {
     }
 
     fn import_keys(&self, rows: &[ImportRow], actor: &Actor) -> StoreResult<ImportOutcome> {
-        let mut client = self.writer();
-        let mut tx = client.transaction()?;
-        let mut version = read_current_version(&mut tx)?;
-        for (index, row) in rows.iter().enumerate() {
-            if key_id_taken(&mut tx, &row.key_id)? {
-                // Dropping `tx` rolls the batch back.
-                return Ok(ImportOutcome::Duplicate { index });
-            }
-            tx.execute(
-                "INSERT INTO keys (key_id, sha256, org, role, name, created_at, expires_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                &[
-                    &row.key_id,
-                    &row.sha256,
-                    &row.org,
-                    &row.role,
-                    &row.name.as_deref().unwrap_or(DEFAULT_NAME),
-                    &actor.at,
-                    &row.expires_at,
-                ],
-            )?;
-            version = insert_change(&mut tx, &row.key_id, "upsert")?;
-        }
-        audit(
-            &mut tx,
-            actor,
-            "key.import",
-            "keys",
-            &import_detail(rows, version),
-        )?;
-        tx.commit()?;
-        Ok(ImportOutcome::Imported {
-            count: u64::try_from(rows.len()).unwrap_or(u64::MAX),
-            version,
-        })
+        self.with_writer(|client| import_in(client, rows, actor))
     }
 
     fn add_user(&self, org: &str, name: &str, role: &str, actor: &Actor) -> StoreResult<UserInfo> {
@@ -605,6 +699,16 @@ impl KeyStore for PgStore {
             let count: i64 = tx.query_one("SELECT COUNT(*) FROM keys", &[])?.get(0);
             Ok(u64::try_from(count).unwrap_or(0))
         })
+    }
+
+    fn follow_versions(&self, on_version: super::VersionListener) {
+        let url = self.url.clone();
+        let spawned = thread::Builder::new()
+            .name("guardctl-listen".into())
+            .spawn(move || listen(&url, &*on_version));
+        if let Err(err) = spawned {
+            warn!(%err, "cannot start the version listener: other replicas' changes wake long-polls only at their timeout");
+        }
     }
 
     fn changes_since(&self, since: u64, limit: usize) -> StoreResult<ChangesRead> {

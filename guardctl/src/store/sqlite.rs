@@ -282,10 +282,7 @@ impl KeyStore for SqliteStore {
             &import_detail(rows, version),
         )?;
         tx.commit()?;
-        Ok(ImportOutcome::Imported {
-            count: u64::try_from(rows.len()).unwrap_or(u64::MAX),
-            version,
-        })
+        Ok(ImportOutcome::imported(rows, version))
     }
 
     fn set_policy(
