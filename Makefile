@@ -74,7 +74,8 @@ validate: wasm bench-wasm native envoy ## `envoy --mode validate` on every shipp
 PG_DIR := $(CURDIR)/target/pg
 test-postgres: ## The store contract and two replicas against a real PostgreSQL (Debian's, installed if missing; started and stopped here)
 	@url=$$(tools/postgres.sh start $(PG_DIR)) || exit 1; \
-	  GUARDCTL_TEST_POSTGRES="$$url" cargo test -p guardctl --test store_contract --test replicas \
+	  GUARDCTL_TEST_POSTGRES="$$url" GUARDCTL_TEST_POSTGRES_DIR=$(PG_DIR) \
+	  cargo test -p guardctl --test store_contract --test replicas \
 	    -- --include-ignored; \
 	  status=$$?; tools/postgres.sh stop $(PG_DIR); exit $$status
 

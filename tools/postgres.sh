@@ -3,6 +3,7 @@
 # if missing; initialised and run as the `postgres` user (PostgreSQL refuses root), socket-only
 # in DIR, trust authentication on that socket.
 #   tools/postgres.sh start DIR   prints the database URL (database `guard`)
+#   tools/postgres.sh pause DIR   stops it, keeping its data; resume DIR starts it again
 #   tools/postgres.sh stop DIR    stops it and removes DIR
 set -euo pipefail
 cmd=${1:?start|stop}
@@ -27,6 +28,14 @@ start)
   # The socket folder as the URL's host, percent-encoded.
   echo "postgresql://postgres@${dir//\//%2F}/guard"
   ;;
+pause)
+  # Stops the server, keeping its data (tests of a database restart).
+  runuser -u postgres -- "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null
+  ;;
+resume)
+  runuser -u postgres -- "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
+    -o "-k $dir -c listen_addresses='' -c fsync=on" start >/dev/null
+  ;;
 stop)
   if [ -d "$dir/data" ]; then
     runuser -u postgres -- "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null || true
@@ -34,7 +43,7 @@ stop)
   rm -rf "$dir"
   ;;
 *)
-  echo "usage: $0 start|stop DIR" >&2
+  echo "usage: $0 start|pause|resume|stop DIR" >&2
   exit 2
   ;;
 esac
