@@ -39,6 +39,9 @@ Policy Commands (through a running server, with the admin token):
   policy check   Say whether a role may call a tool, and by which rule (exit 3: it may not)
   policy remove  Remove an org's policy (every role may call every tool again)
 
+Database Commands:
+  db migrate     Create or upgrade the schema (serve does it at start too); safe from several replicas
+
 Other Commands:
   help           Print this message or the help of the given command
 
@@ -135,6 +138,25 @@ enum Command {
     Audit(AuditArgs),
     /// Set, show, check and remove an org's tool policy (which tools each role may call)
     Policy(PolicyArgs),
+    /// The database itself: apply its schema migrations
+    Db(DbArgs),
+}
+
+#[derive(Args)]
+struct DbArgs {
+    #[command(subcommand)]
+    action: DbAction,
+}
+
+#[derive(Subcommand)]
+enum DbAction {
+    /// Create or upgrade the schema (as `serve` does at start), then print where the database
+    /// is; safe to run from several replicas at once
+    Migrate {
+        /// SQLite database file, or a postgres:// URL
+        #[arg(long, env = "GUARDCTL_DB", default_value = ".data/guard.db")]
+        db: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -460,6 +482,9 @@ fn main() -> ExitCode {
         Command::Keys(args) => run_keys(args),
         Command::Users(args) => run_users(args),
         Command::Audit(args) => run_audit(args),
+        Command::Db(DbArgs {
+            action: DbAction::Migrate { db },
+        }) => run_migrate(&db),
         Command::Policy(args) => match run_policy(args) {
             Ok(Checked::Denied) => return ExitCode::from(CHECK_DENIED),
             other => other.map(|_| ()),
@@ -652,6 +677,17 @@ fn run_users(args: UsersArgs) -> anyhow::Result<()> {
         }
     };
     print_output(&output)
+}
+
+fn run_migrate(db: &std::path::Path) -> anyhow::Result<()> {
+    let store = guardctl::store::open(db)
+        .with_context(|| format!("cannot open database {}", db.display()))?;
+    print_output(&format!(
+        "Database {} is at the current schema: epoch {}, key-set version {}.\n",
+        store.location(),
+        store.epoch(),
+        store.current_version()?
+    ))
 }
 
 /// `policy check`'s exit status when the call is not allowed.

@@ -283,3 +283,41 @@ fn concurrent_writers_through_two_handles_never_make_a_reader_skip_a_version() {
         assert_eq!(stores[0].current_version().unwrap(), expected as u64);
     }
 }
+
+/// `guardctl db migrate` creates the schema (as `serve` does), and running it again, as every
+/// replica may, changes nothing: the same epoch.
+#[test]
+fn db_migrate_creates_the_schema_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("guard.db");
+    let migrate = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_guardctl"))
+            .args(["db", "migrate", "--db"])
+            .arg(&db)
+            .env_remove("GUARDCTL_DB")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let first = migrate();
+    assert!(
+        first.contains("epoch ") && first.contains("version 0"),
+        "{first}"
+    );
+    assert_eq!(migrate(), first);
+    assert_eq!(
+        store::open(&db).unwrap().epoch(),
+        first
+            .split("epoch ")
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .next()
+            .unwrap()
+    );
+}
