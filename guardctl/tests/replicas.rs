@@ -34,19 +34,31 @@ fn database_named(test: &str) -> PathBuf {
     PathBuf::from(server.replacen("/guard", &format!("/{name}"), 1))
 }
 
+/// Two replicas on a database of their own, holding the lock that runs one such test at a time.
+/// Both read the same admin token file (as a Secret would give them).
+fn two_replicas(
+    test: &str,
+) -> (
+    std::sync::MutexGuard<'static, ()>,
+    tempfile::TempDir,
+    TestServer,
+    TestServer,
+) {
+    let serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let db = database_named(test);
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("admin-token");
+    let a = TestServer::start_with(&db, Some(token.clone()));
+    let b = TestServer::start_with(&db, Some(token));
+    (serial, dir, a, b)
+}
+
 #[test]
 #[ignore = "needs GUARDCTL_TEST_POSTGRES: run by make test-postgres"]
 fn a_long_poll_on_one_replica_wakes_for_a_change_through_the_other() {
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let db = database_named("wake");
-    let dir = tempfile::tempdir().unwrap();
-    // Both replicas read the same admin token file (as a Secret would give them).
-    let token = dir.path().join("admin-token");
-    let start = |token: &PathBuf| TestServer::start_with(&db, Some(token.clone()));
-    let a = start(&token);
-    let b = start(&token);
+    let (_serial, _dir, a, b) = two_replicas("wake");
     let first = keyset(&a.url, "since=0&format=3");
     assert_eq!(keyset(&b.url, "since=0&format=3")["epoch"], first["epoch"]);
 
@@ -122,14 +134,7 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 #[test]
 #[ignore = "needs GUARDCTL_TEST_POSTGRES and GUARDCTL_TEST_POSTGRES_DIR: run by make test-postgres"]
 fn replicas_turn_unready_while_the_database_is_down_and_recover_after() {
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let db = database_named("restart");
-    let dir = tempfile::tempdir().unwrap();
-    let token = dir.path().join("admin-token");
-    let a = TestServer::start_with(&db, Some(token.clone()));
-    let b = TestServer::start_with(&db, Some(token));
+    let (_serial, _dir, a, b) = two_replicas("restart");
     assert_eq!((ready(&a.url), ready(&b.url)), (200, 200));
     let create = |name: &str| {
         a.client().create_key(&CreateKeyParams {

@@ -58,8 +58,7 @@ pub struct GuardHttp {
 
 /// A `tools/list` answer on its way to a role that may not call every tool.
 struct ListFilter {
-    policy: Rc<CompiledPolicy>,
-    role: String,
+    judge: ToolJudge,
     form: ListForm,
 }
 
@@ -75,7 +74,13 @@ enum ListForm {
     Failed { sse: bool, error_sent: bool },
 }
 
-impl ListFilter {
+/// Whose answer it is: the decision on each listed tool.
+struct ToolJudge {
+    policy: Rc<CompiledPolicy>,
+    role: String,
+}
+
+impl ToolJudge {
     fn may_call(&self, tool: &str) -> bool {
         self.policy
             .decide(&self.role, Some("tools/call"), Some(tool))
@@ -303,8 +308,10 @@ impl GuardHttp {
                     gate.lists_tools && !audit_policy && !p.sees_every_tool(&pending.role)
                 }) {
                     self.list_filter = Some(ListFilter {
-                        policy,
-                        role: pending.role.clone(),
+                        judge: ToolJudge {
+                            policy,
+                            role: pending.role.clone(),
+                        },
                         form: ListForm::Unknown,
                     });
                     // The answer is read and rewritten: it must come uncompressed.
@@ -345,15 +352,19 @@ impl GuardHttp {
             Ok(Some(policy)) => {
                 let audit = config.mode == Mode::Audit || policy.mode == PolicyMode::Audit;
                 (!audit && !policy.sees_every_tool(role)).then(|| ListFilter {
-                    policy,
-                    role: role.clone(),
+                    judge: ToolJudge {
+                        policy,
+                        role: role.clone(),
+                    },
                     form: ListForm::Unknown,
                 })
             }
             Ok(None) => None,
             Err(()) => Some(ListFilter {
-                policy: Rc::new(CompiledPolicy::compile(&Default::default())),
-                role: role.clone(),
+                judge: ToolJudge {
+                    policy: Rc::new(CompiledPolicy::compile(&Default::default())),
+                    role: role.clone(),
+                },
                 form: failed,
             }),
         }
@@ -710,14 +721,15 @@ impl HttpContext for GuardHttp {
                     );
                 }
                 self.allow(&config, &identity);
-                self.caller = Some((identity.org.clone(), identity.role.clone()));
-                self.plan_body(
+                let action = self.plan_body(
                     &config,
                     &pairs,
                     &identity,
                     headers.request_id,
                     end_of_stream,
-                )
+                );
+                self.caller = Some((identity.org, identity.role));
+                action
             }
             Err(reason) => {
                 redact_refused_request(&pairs);
@@ -798,6 +810,10 @@ impl HttpContext for GuardHttp {
         }
         if let Ok(mut streams) = self.streams.try_borrow_mut() {
             streams.response_started(self.context_id);
+        }
+        if self.list_filter.is_none() && self.caller.is_none() {
+            // Not authenticated (a local reply): nothing of a role to filter.
+            return Action::Continue;
         }
         let headers = MapType::HttpResponseHeaders;
         let sse = header_value(headers, "content-type")
@@ -888,7 +904,7 @@ fn filter_list_answer(filter: &mut ListFilter, body_size: usize, end_of_stream: 
     };
     let replacement = match &mut filter.form {
         ListForm::Failed { sse, error_sent } => {
-            let error = unfilterable(&filter.role);
+            let error = unfilterable(&filter.judge.role);
             let out = match (*sse, *error_sent) {
                 (_, true) => Vec::new(),
                 (true, false) => format!("event: message\ndata: {error}\n\n").into_bytes(),
@@ -909,12 +925,12 @@ fn filter_list_answer(filter: &mut ListFilter, body_size: usize, end_of_stream: 
             let filtered = if chunk.is_empty() {
                 Ok(None)
             } else {
-                filter_json(&chunk, &|tool| filter.may_call(tool))
+                filter_json(&chunk, &|tool| filter.judge.may_call(tool))
             };
             let out = match filtered {
                 Ok(None) => None,
                 Ok(Some(out)) => Some(out),
-                Err(_) => Some(unfilterable(&filter.role).into_bytes()),
+                Err(_) => Some(unfilterable(&filter.judge.role).into_bytes()),
             };
             let length = out.as_ref().map_or(chunk.len(), Vec::len).to_string();
             let _ = hostcalls::set_map_value(
@@ -925,8 +941,8 @@ fn filter_list_answer(filter: &mut ListFilter, body_size: usize, end_of_stream: 
             out
         }
         ListForm::Sse(sse) => {
-            let (policy, role) = (&filter.policy, filter.role.as_str());
-            let may_call = |tool: &str| policy.decide(role, Some("tools/call"), Some(tool)).allowed;
+            let judge = &filter.judge;
+            let may_call = |tool: &str| judge.may_call(tool);
             let mut out = sse.push(&chunk, &may_call);
             if end_of_stream {
                 out = out.and_then(|mut head| {
@@ -937,7 +953,10 @@ fn filter_list_answer(filter: &mut ListFilter, body_size: usize, end_of_stream: 
             match out {
                 Ok(out) => Some(out),
                 Err(_) => {
-                    let error = format!("event: message\ndata: {}\n\n", unfilterable(&filter.role));
+                    let error = format!(
+                        "event: message\ndata: {}\n\n",
+                        unfilterable(&filter.judge.role)
+                    );
                     filter.form = ListForm::Failed {
                         sse: true,
                         error_sent: true,

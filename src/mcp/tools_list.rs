@@ -139,8 +139,9 @@ impl SseFilter {
             }
         }
         self.held.drain(..start);
-        self.scan.at -= start;
-        self.scan.line_start -= start;
+        // Both lie at or after `start`, the end of the last whole event.
+        self.scan.at = self.scan.at.saturating_sub(start);
+        self.scan.line_start = self.scan.line_start.saturating_sub(start);
         if self.held.len() > MAX_HELD_BYTES {
             return Err(Unfilterable);
         }

@@ -7,16 +7,23 @@ use mcp_guard_e2e::*;
 
 const SHIPPED_BUCKET: &str = "max_tokens: 100, tokens_per_fill: 50, fill_interval: 1s";
 
-fn post(stack: &Stack, token: &str, spoofed_key_id: Option<&str>) -> Response {
-    let mut request = Request::post_json(
-        "/api/mcp-json",
-        r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
-    )
-    .bearer(token);
-    if let Some(key_id) = spoofed_key_id {
-        request = request.header("x-amt-key-id", key_id);
+/// A POST of `body` with `token`, and a header the client sets to spoof one mcp-guard owns.
+fn send(stack: &Stack, token: &str, body: &str, spoofed: Option<(&str, &str)>) -> Response {
+    let mut request = Request::post_json("/api/mcp-json", body).bearer(token);
+    if let Some((name, value)) = spoofed {
+        request = request.header(name, value);
     }
     request.send(stack.envoy.port)
+}
+
+fn post(stack: &Stack, token: &str, spoofed_key_id: Option<&str>) -> Response {
+    let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    send(
+        stack,
+        token,
+        ping,
+        spoofed_key_id.map(|id| ("x-amt-key-id", id)),
+    )
 }
 
 #[test]
@@ -58,11 +65,12 @@ fn call(stack: &Stack, token: &str, tool: &str, spoofed_tool: Option<&str>) -> R
     let body = format!(
         r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{tool}","arguments":{{"text":"hi","a":1,"b":2}}}}}}"#
     );
-    let mut request = Request::post_json("/api/mcp-json", &body).bearer(token);
-    if let Some(spoofed) = spoofed_tool {
-        request = request.header("x-amt-tool", spoofed);
-    }
-    request.send(stack.envoy.port)
+    send(
+        stack,
+        token,
+        &body,
+        spoofed_tool.map(|tool| ("x-amt-tool", tool)),
+    )
 }
 
 #[test]
