@@ -14,7 +14,7 @@ ENVOY_CONFIGS := $(filter-out envoy/docker-compose.yaml,$(wildcard envoy/*.yaml)
 MCP_UPSTREAM  ?=
 
 .PHONY: help setup rust-targets envoy wasm wasm-trap bench-wasm native build unit unit-native unit-wasm \
-        lint validate e2e e2e-deps test test-suites fuzz fuzz-build fuzz-seeds run bench bench-quick bench-deps clean \
+        lint validate e2e e2e-deps test test-suites test-postgres fuzz fuzz-build fuzz-seeds run run-ha bench bench-quick bench-deps clean \
         oci oci-deps test-oci istio-manifests
 
 help: ## List the targets
@@ -72,11 +72,11 @@ validate: wasm bench-wasm native envoy ## `envoy --mode validate` on every shipp
 	cargo run --quiet --profile native-release -p mcp-guard-bench -- --validate-configs
 
 PG_DIR := $(CURDIR)/target/pg
-test-postgres: ## The store contract and two replicas against a real PostgreSQL (Debian's, installed if missing; started and stopped here)
+test-postgres: build envoy ## The store contract, replicas, and replicas behind real Envoy, on a real PostgreSQL (Debian's, installed if missing; started and stopped here)
 	@url=$$(tools/postgres.sh start $(PG_DIR)) || exit 1; \
-	  GUARDCTL_TEST_POSTGRES="$$url" GUARDCTL_TEST_POSTGRES_DIR=$(PG_DIR) \
-	  cargo test -p guardctl --test store_contract --test replicas \
-	    -- --include-ignored; \
+	  export GUARDCTL_TEST_POSTGRES="$$url" GUARDCTL_TEST_POSTGRES_DIR=$(PG_DIR); \
+	  cargo test -p guardctl --test store_contract --test replicas -- --include-ignored && \
+	  cargo test -p mcp-guard-e2e --test ha -- --include-ignored; \
 	  status=$$?; tools/postgres.sh stop $(PG_DIR); exit $$status
 
 e2e-deps: ## Install nghttp (HTTP/2 client with trailers, from Debian) if missing
@@ -92,6 +92,9 @@ test-suites: lint unit validate test-postgres e2e
 
 run: build envoy ## The local stack: guardctl :8081, demo MCP :8000, Envoy :10000 (admin :9901)
 	MCP_UPSTREAM=$(MCP_UPSTREAM) ENVOY=$(ENVOY) tools/run-local.sh
+
+run-ha: build envoy ## The local stack on PostgreSQL (installed if missing): guardctl replicas :8081 and :8082
+	HA=1 MCP_UPSTREAM=$(MCP_UPSTREAM) ENVOY=$(ENVOY) tools/run-local.sh
 
 FUZZ_SECONDS ?= 600
 fuzz: ## Fuzz the token grammar, the header scan, the body inspector and the sync page decoder, FUZZ_SECONDS (600) each, in parallel

@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # The local stack behind `make run`: guardctl on :8081, the demo MCP server on :8000 (or
 # MCP_UPSTREAM), Envoy with mcp-guard on :10000 (admin :9901). Ctrl-C stops everything.
+#
+# With HA=1 (`make run-ha`): a throwaway PostgreSQL (tools/postgres.sh, in $DATA/pg) and two
+# guardctl replicas on it, :8081 and :8082, both in Envoy's guardctl cluster (the shipped config
+# lists both). The database is removed on Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ENVOY=${ENVOY:-.venv/bin/envoy}
 BIN=target/native-release
 DATA=${MCP_GUARD_DATA:-.data}
+HA=${HA:-}
 mkdir -p "$DATA"
 pids=()
+pg_dir=$(realpath -m "$DATA/pg")
 
 stop() {
   trap - INT TERM EXIT
@@ -16,6 +22,7 @@ stop() {
   echo "stopping the local stack"
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  if [[ -n $HA ]]; then tools/postgres.sh stop "$pg_dir"; fi
 }
 trap stop INT TERM EXIT
 
@@ -28,16 +35,28 @@ wait_for_port() { # name host port
   exit 1
 }
 
-for port in 8081 10000 9901; do
+guardctl_ports=(8081)
+if [[ -n $HA ]]; then guardctl_ports=(8081 8082); fi
+for port in "${guardctl_ports[@]}" 10000 9901; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "error: 127.0.0.1:$port is already in use; stop what holds it first" >&2
     exit 1
   fi
 done
 
-"$BIN/guardctl" serve --listen 127.0.0.1:8081 --db "$DATA/guard.db" >"$DATA/guardctl.log" 2>&1 &
-pids+=($!)
-wait_for_port guardctl 127.0.0.1 8081
+db="$DATA/guard.db"
+if [[ -n $HA ]]; then
+  db=$(tools/postgres.sh start "$pg_dir")
+fi
+# One after the other: the first replica creates the admin token file the others read.
+for port in "${guardctl_ports[@]}"; do
+  log=guardctl
+  if [[ -n $HA ]]; then log=guardctl-$port; fi
+  "$BIN/guardctl" serve --listen "127.0.0.1:$port" --db "$db" \
+    --admin-token-file "$DATA/admin-token" >"$DATA/$log.log" 2>&1 &
+  pids+=($!)
+  wait_for_port "$log" 127.0.0.1 "$port"
+done
 
 config=envoy/envoy.yaml
 if [[ -n "${MCP_UPSTREAM:-}" ]]; then
@@ -70,11 +89,29 @@ key_json=$("$BIN/guardctl" keys create --org demo --role member --name "make run
 token=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])' <<<"$key_json")
 key_id=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["key_id"])' <<<"$key_json")
 
+# Print the curl line only once it works: the proxy has loaded the key set and the new key
+# (a path Envoy answers itself gives 404 once the key is accepted, 503 or 401 before).
+for _ in $(seq 1 100); do
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" \
+    http://127.0.0.1:10000/not-mcp || true)
+  if [[ $code == 404 ]]; then break; fi
+  sleep 0.1
+done
+if [[ $code != 404 ]]; then
+  echo "error: Envoy does not accept the new key yet (HTTP $code; see $DATA/envoy.log)" >&2
+  exit 1
+fi
+
 cat <<EOF
 
 mcp-guard local stack is up
   Envoy + mcp-guard  http://127.0.0.1:10000/api/mcp   (admin http://127.0.0.1:9901)
-  guardctl           http://127.0.0.1:8081             (admin token: $DATA/admin-token)
+$(if [[ -n $HA ]]; then
+  echo "  guardctl replicas  http://127.0.0.1:8081 and http://127.0.0.1:8082 (admin token: $DATA/admin-token)"
+  echo "  PostgreSQL         $db (removed on Ctrl-C)"
+else
+  echo "  guardctl           http://127.0.0.1:8081             (admin token: $DATA/admin-token)"
+fi)
   upstream           $upstream
   logs               $DATA/*.log
 
@@ -87,6 +124,9 @@ A demo key for org "demo" (key-id $key_id) was created. Try it:
 
 Without the header you get 401; revoke it with:
   $BIN/guardctl keys revoke $key_id --admin-token-file $DATA/admin-token
+$(if [[ -n $HA ]]; then
+  echo "Any replica takes it: add --server http://127.0.0.1:8082, or kill one replica and go on."
+fi)
 
 Ctrl-C stops everything.
 EOF

@@ -157,6 +157,17 @@ enum DbAction {
         #[arg(long, env = "GUARDCTL_DB", default_value = ".data/guard.db")]
         db: PathBuf,
     },
+    /// Copy a SQLite installation (keys' hash rows, users, policies, audit trail) into a new
+    /// PostgreSQL database, with a new epoch; stop the server on the SQLite file first, and
+    /// start the replicas on the database after
+    Copy {
+        /// The SQLite database file to copy (it is only read)
+        #[arg(long, value_name = "SQLITE_PATH")]
+        from: PathBuf,
+        /// The PostgreSQL database to copy into: postgres://... (it must be empty)
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
 }
 
 #[derive(Args)]
@@ -322,7 +333,7 @@ struct ServeArgs {
     #[arg(long, env = "GUARDCTL_LISTEN", default_value = "127.0.0.1:8081")]
     listen: String,
 
-    /// SQLite database file (created if missing), or a postgres:// URL (one replica for now)
+    /// SQLite database file (created if missing), or a postgres:// URL (any number of replicas)
     #[arg(long, env = "GUARDCTL_DB", default_value = ".data/guard.db")]
     db: PathBuf,
 
@@ -485,6 +496,9 @@ fn main() -> ExitCode {
         Command::Db(DbArgs {
             action: DbAction::Migrate { db },
         }) => run_migrate(&db),
+        Command::Db(DbArgs {
+            action: DbAction::Copy { from, to },
+        }) => run_copy(&from, &to),
         Command::Policy(args) => match run_policy(args) {
             Ok(Checked::Denied) => return ExitCode::from(CHECK_DENIED),
             other => other.map(|_| ()),
@@ -687,6 +701,42 @@ fn run_migrate(db: &std::path::Path) -> anyhow::Result<()> {
         store.location(),
         store.epoch(),
         store.current_version()?
+    ))
+}
+
+fn run_copy(from: &std::path::Path, to: &str) -> anyhow::Result<()> {
+    use guardctl::store::copy::Installation;
+    use guardctl::store::{is_postgres_url, Actor, KeyStore, PgStore, SqliteStore};
+    anyhow::ensure!(
+        is_postgres_url(to),
+        "--to must be a postgres:// or postgresql:// URL"
+    );
+    // Opening a missing SQLite path would create an empty database and copy nothing.
+    anyhow::ensure!(
+        from.is_file(),
+        "--from {}: no such SQLite database file",
+        from.display()
+    );
+    let source = SqliteStore::open(from)
+        .with_context(|| format!("cannot open database {}", from.display()))?;
+    let installation = Installation::read(&source)?;
+    let destination = PgStore::open(to).context("cannot open the PostgreSQL database")?;
+    let summary = installation.summary(&from.display().to_string());
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let restored = destination.restore(&installation, &summary, &Actor { name: "admin", at })?;
+    print_output(&format!(
+        "Copied {} keys, {} users, {} policies and {} audit rows from {} into {}: key-set \
+         version {}, new epoch {} (proxies reload the whole set once).\n",
+        installation.keys.len(),
+        installation.users.len(),
+        installation.policies.len(),
+        installation.audit.len(),
+        from.display(),
+        destination.location(),
+        restored.version,
+        restored.epoch,
     ))
 }
 

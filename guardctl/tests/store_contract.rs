@@ -34,28 +34,33 @@ fn fresh_stores() -> Vec<Fresh> {
         open: Box::new(move || store::open(&path).unwrap()),
         _dir: Some(dir),
     }];
-    match std::env::var("GUARDCTL_TEST_POSTGRES") {
-        Ok(server) if !server.is_empty() => {
-            let name = format!(
-                "contract_{}_{}",
-                std::process::id(),
-                DATABASES.fetch_add(1, Ordering::SeqCst)
-            );
-            let mut admin = postgres::Client::connect(&server, postgres::NoTls).unwrap();
-            admin
-                .batch_execute(&format!("CREATE DATABASE {name}"))
-                .unwrap();
-            // The server URL names database `guard`: the same server, this test's database.
-            let url = server.replacen("/guard", &format!("/{name}"), 1);
-            out.push(Fresh {
-                what: "postgres",
-                open: Box::new(move || store::open(&PathBuf::from(&url)).unwrap()),
-                _dir: None,
-            });
-        }
-        _ => eprintln!("GUARDCTL_TEST_POSTGRES not set: the store contract runs on SQLite only"),
+    match fresh_postgres() {
+        Some(url) => out.push(Fresh {
+            what: "postgres",
+            open: Box::new(move || store::open(&PathBuf::from(&url)).unwrap()),
+            _dir: None,
+        }),
+        None => eprintln!("GUARDCTL_TEST_POSTGRES not set: the store contract runs on SQLite only"),
     }
     out
+}
+
+/// The URL of a new, empty database on the test server, if there is one.
+fn fresh_postgres() -> Option<String> {
+    let server = std::env::var("GUARDCTL_TEST_POSTGRES")
+        .ok()
+        .filter(|s| !s.is_empty())?;
+    let name = format!(
+        "contract_{}_{}",
+        std::process::id(),
+        DATABASES.fetch_add(1, Ordering::SeqCst)
+    );
+    let mut admin = postgres::Client::connect(&server, postgres::NoTls).unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .unwrap();
+    // The server URL names database `guard`: the same server, this test's database.
+    Some(server.replacen("/guard", &format!("/{name}"), 1))
 }
 
 fn service_key(name: &str) -> NewKey {
@@ -320,4 +325,133 @@ fn db_migrate_creates_the_schema_once() {
             .next()
             .unwrap()
     );
+}
+
+fn guardctl(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_guardctl"))
+        .args(args)
+        .env_remove("GUARDCTL_DB")
+        .output()
+        .unwrap()
+}
+
+/// `guardctl db copy` moves a SQLite installation into PostgreSQL: the same live keys (hashes,
+/// issuers, creation times), users, policies and audit trail, a revoked key still gone, a new
+/// epoch, and a refusal to copy into a database that is not empty.
+#[test]
+fn db_copy_moves_a_sqlite_installation_into_postgres() {
+    let Some(url) = fresh_postgres() else {
+        eprintln!("GUARDCTL_TEST_POSTGRES not set: no PostgreSQL to copy into");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("guard.db");
+    let sqlite = store::open(&path).unwrap();
+    sqlite.add_user("demo", "alice", "viewer", &ADMIN).unwrap();
+    let alices = sqlite.create_key(&user_key("alice"), &ADMIN).unwrap();
+    let service = sqlite.create_key(&service_key("svc"), &ADMIN).unwrap();
+    let revoked = sqlite.create_key(&service_key("gone"), &ADMIN).unwrap();
+    sqlite.revoke_key(&revoked.info.key_id, &ADMIN).unwrap();
+    let policy = r#"{"mode":"enforce","roles":[]}"#;
+    sqlite
+        .set_policy("demo", policy, "roles: {}  # kept", "s", &ADMIN)
+        .unwrap();
+    sqlite.set_policy("gone", policy, "x", "s", &ADMIN).unwrap();
+    sqlite.remove_policy("gone", &ADMIN).unwrap();
+    let hashes = |store: &dyn KeyStore| -> Vec<(String, String)> {
+        let mut rows: Vec<(String, String)> = store
+            .changes_since(0, usize::MAX)
+            .unwrap()
+            .changes
+            .into_iter()
+            .filter_map(|c| Some((c.key_id, c.hash_row?.sha256)))
+            .collect();
+        rows.sort();
+        rows
+    };
+    let (keys, users, audit, sqlite_hashes) = (
+        sqlite.list_keys().unwrap(),
+        sqlite.list_users().unwrap(),
+        sqlite.audit_since(0, usize::MAX).unwrap(),
+        hashes(&*sqlite),
+    );
+    let sqlite_epoch = sqlite.epoch().to_string();
+    drop(sqlite);
+
+    let out = guardctl(&["db", "copy", "--from", path.to_str().unwrap(), "--to", &url]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        printed.contains("Copied 2 keys, 1 users, 1 policies"),
+        "{printed}"
+    );
+
+    let pg = store::open(&PathBuf::from(&url)).unwrap();
+    assert_eq!(pg.list_keys().unwrap(), keys);
+    assert_eq!(
+        pg.list_keys()
+            .unwrap()
+            .iter()
+            .map(|k| &k.key_id)
+            .collect::<Vec<_>>(),
+        [&alices.info.key_id, &service.info.key_id]
+    );
+    assert_eq!(pg.list_users().unwrap(), users);
+    assert_eq!(hashes(&*pg), sqlite_hashes);
+    let copied = pg.policy("demo").unwrap().unwrap();
+    assert_eq!(
+        (copied.document.as_str(), copied.source.as_str()),
+        (policy, "roles: {}  # kept")
+    );
+    assert_eq!(pg.policy("gone").unwrap(), None);
+    // Two keys and one policy: three changes, and nothing of the revoked key in the log.
+    assert_eq!(pg.current_version().unwrap(), 3);
+    assert!(pg
+        .changes_since(0, usize::MAX)
+        .unwrap()
+        .changes
+        .iter()
+        .all(|c| c.key_id != revoked.info.key_id));
+    let pg_audit = pg.audit_since(0, usize::MAX).unwrap();
+    let strip = |events: &[store::AuditEvent]| -> Vec<(i64, String, String, String, String)> {
+        events
+            .iter()
+            .map(|e| {
+                (
+                    e.at,
+                    e.actor.clone(),
+                    e.action.clone(),
+                    e.object.clone(),
+                    e.detail.clone(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(strip(&pg_audit[..audit.len()]), strip(&audit));
+    assert_eq!(pg_audit.len(), audit.len() + 1);
+    assert_eq!(pg_audit[audit.len()].action, "db.copy");
+    assert!(pg_audit[audit.len()].detail.contains(&sqlite_epoch));
+    assert_ne!(pg.epoch(), sqlite_epoch);
+    drop(pg);
+
+    let again = guardctl(&["db", "copy", "--from", path.to_str().unwrap(), "--to", &url]);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("not empty"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let missing = guardctl(&[
+        "db",
+        "copy",
+        "--from",
+        "/nonexistent/guard.db",
+        "--to",
+        &url,
+    ]);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no such SQLite database file"));
 }

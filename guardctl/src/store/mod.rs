@@ -5,6 +5,7 @@
 //! `postgres.rs` the database replicas share. Every method is blocking: the server calls them from `spawn_blocking`,
 //! bounded by [`KeyStore::max_concurrent_reads`] and one writer at a time.
 
+pub mod copy;
 pub(crate) mod postgres;
 pub(crate) mod sqlite;
 

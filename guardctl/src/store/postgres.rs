@@ -15,6 +15,7 @@
 //! row is the truth. LISTEN needs a session of its own: a pooler in transaction mode
 //! (PgBouncer's default) breaks it, and it must reach the primary.
 
+use super::copy::{Installation, Restored};
 use super::{
     import_detail, unused_token, user_object, Actor, AuditEvent, Change, ChangesRead, CreatedKey,
     HashRow, ImportOutcome, Issuer, KeyInfo, KeyStore, NewKey, Refusal, RemovedUser, RoleChange,
@@ -122,6 +123,84 @@ impl PgStore {
             epoch,
             writer: Mutex::new(Some(writer)),
             readers: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Writes a whole installation (`guardctl db copy`) into this database, which must hold no
+    /// key, user, policy or audit row yet, in one transaction: users, keys with their hashes,
+    /// issuers and creation times (each key one upsert change, oldest first), current policies
+    /// (one change each), the audit trail (renumbered, times and actors kept), an audit row for
+    /// the copy itself, and a new epoch. Replicas started before it keep the old epoch until
+    /// they restart: copy first.
+    pub fn restore(
+        &self,
+        installation: &Installation,
+        summary: &str,
+        actor: &Actor,
+    ) -> StoreResult<Restored> {
+        self.write(|tx| {
+            tx.execute("SELECT pg_advisory_xact_lock(724061)", &[])?;
+            let used: i64 = tx
+                .query_one(
+                    "SELECT (SELECT COUNT(*) FROM changes) + (SELECT COUNT(*) FROM users)
+                          + (SELECT COUNT(*) FROM audit)",
+                    &[],
+                )?
+                .get(0);
+            if used > 0 {
+                return Err(StoreError::Unusable(
+                    "the destination database is not empty: copy into a new database".into(),
+                ));
+            }
+            for user in &installation.users {
+                tx.execute(
+                    "INSERT INTO users (org, name, role, created_at) VALUES ($1, $2, $3, $4)",
+                    &[&user.org, &user.name, &user.role, &user.created_at],
+                )?;
+            }
+            let mut version = 0;
+            for (key, sha256) in &installation.keys {
+                tx.execute(
+                    "INSERT INTO keys (key_id, sha256, org, role, name, created_at, expires_at, \"user\")
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    &[
+                        &key.key_id,
+                        sha256,
+                        &key.org,
+                        &key.role,
+                        &key.name,
+                        &key.created_at,
+                        &key.expires_at,
+                        &key.user,
+                    ],
+                )?;
+                version = insert_change(tx, &key.key_id, "upsert")?;
+            }
+            for policy in &installation.policies {
+                version = insert_change(tx, &policy.org, "policy")?;
+                tx.execute(
+                    "INSERT INTO policies (version, org, document, source, set_at)
+                     VALUES ($1, $2, $3, $4, $5)",
+                    &[
+                        &as_i64(version),
+                        &policy.org,
+                        &policy.document,
+                        &policy.source,
+                        &policy.set_at,
+                    ],
+                )?;
+            }
+            for event in &installation.audit {
+                let at = Actor {
+                    name: &event.actor,
+                    at: event.at,
+                };
+                audit(tx, &at, &event.action, &event.object, &event.detail)?;
+            }
+            audit(tx, actor, "db.copy", "database", summary)?;
+            let epoch = token::random_hex(16);
+            tx.execute("UPDATE meta SET value = $1 WHERE name = 'epoch'", &[&epoch])?;
+            Ok(Restored { version, epoch })
         })
     }
 

@@ -31,7 +31,7 @@ pub fn trap_wasm() -> PathBuf {
     repo_root().join("target/wasm-trap/wasm32-wasip1/release/mcp_guard.wasm")
 }
 
-fn native_bin(name: &str) -> PathBuf {
+pub fn native_bin(name: &str) -> PathBuf {
     let path = repo_root().join("target/native-release").join(name);
     assert!(
         path.exists(),
@@ -204,7 +204,7 @@ fn try_bound_port(process: &mut Process, marker: &str) -> Option<u16> {
 
 /// A free loopback port below the kernel's ephemeral range: a server that restarts on it can
 /// always have it back, since no outgoing connection is ever given a port from there.
-fn port_outside_ephemeral_range() -> u16 {
+pub fn port_outside_ephemeral_range() -> u16 {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
@@ -558,6 +558,57 @@ pub fn mcp_message(response: &Response) -> Value {
 
 pub const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"e2e","version":"0"}}}"#;
 
+/// Starts `tools/run-local.sh` (`make run`; `make run-ha` when `ha`) with its data in `data`, in
+/// its own process group (Ctrl-C is SIGINT to the group), and waits until it says it is up.
+pub fn start_stack_script(dir: &Path, data: &Path, ha: bool) -> Process {
+    let mut command = Command::new(repo_root().join("tools/run-local.sh"));
+    command
+        .current_dir(repo_root())
+        .env("MCP_GUARD_DATA", data)
+        .env("ENVOY", envoy_bin())
+        .env_remove("MCP_UPSTREAM");
+    if ha {
+        command.env("HA", "1");
+    }
+    let mut stack =
+        Process::spawn_group(if ha { "run-ha" } else { "run-local" }, dir, &mut command);
+    wait_until("the stack to come up", Duration::from_secs(60), || {
+        assert!(
+            stack.is_running(),
+            "run-local.sh exited:\n{}",
+            stack.log_text()
+        );
+        stack.log_text().contains("Ctrl-C stops everything")
+    });
+    stack
+}
+
+/// Runs the `curl` line a stack script printed (`make run`, `make run-ha`) and returns the MCP
+/// message it answered with.
+pub fn run_printed_curl(printed: &str) -> Value {
+    let curl: String = printed
+        .lines()
+        .skip_while(|line| !line.trim_start().starts_with("curl "))
+        .take_while(|line| !line.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(curl.contains("Authorization: Bearer amt_"), "{printed}");
+    let out = Command::new("bash").args(["-c", &curl]).output().unwrap();
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let message = answer
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(str::trim)
+        .find(|d| d.starts_with('{'))
+        .unwrap_or_else(|| panic!("no MCP message in {answer:?}"));
+    serde_json::from_str(message).unwrap()
+}
+
 // ---------------------------------------------------------------------------------------------
 // guardctl.
 
@@ -565,6 +616,10 @@ pub struct Guardctl {
     pub port: u16,
     starts: u32,
     pub data_dir: PathBuf,
+    /// `--db`: the SQLite file in `data_dir`, or a PostgreSQL URL shared by replicas.
+    db: String,
+    /// Log files are `{name}-{start}.log`.
+    name: String,
     process: Option<Process>,
     dir: PathBuf,
     /// Runs as the leader of its own process group, so [`Guardctl::crash`] can SIGKILL it whole.
@@ -588,11 +643,44 @@ impl Guardctl {
         Self::start_with(dir, true)
     }
 
+    /// One replica of several on the PostgreSQL database `db_url`, in its own process group
+    /// (so it can [`Guardctl::crash`]). Replicas started with the same `data_dir` share its
+    /// admin token (the first creates it): start them one after the other.
+    pub fn replica(dir: &Path, name: &str, db_url: &str, data_dir: &Path) -> Guardctl {
+        Self::replica_on_port(dir, name, db_url, data_dir, 0)
+    }
+
+    /// [`Guardctl::replica`] on `port` (0: one picked here), e.g. one an Envoy config already
+    /// names.
+    pub fn replica_on_port(
+        dir: &Path,
+        name: &str,
+        db_url: &str,
+        data_dir: &Path,
+        port: u16,
+    ) -> Guardctl {
+        let mut guardctl = Guardctl {
+            port,
+            starts: 0,
+            data_dir: data_dir.to_path_buf(),
+            db: db_url.to_string(),
+            name: name.to_string(),
+            process: None,
+            dir: dir.to_path_buf(),
+            own_group: true,
+        };
+        guardctl.restart();
+        guardctl
+    }
+
     fn start_with(dir: &Path, own_group: bool) -> Guardctl {
+        let data_dir = dir.join("guardctl-data");
         let mut guardctl = Guardctl {
             port: 0,
             starts: 0,
-            data_dir: dir.join("guardctl-data"),
+            db: data_dir.join("guard.db").to_str().unwrap().to_string(),
+            data_dir,
+            name: "guardctl".to_string(),
             process: None,
             dir: dir.to_path_buf(),
             own_group,
@@ -646,7 +734,6 @@ impl Guardctl {
     }
 
     fn try_start(&mut self) -> bool {
-        let db = self.data_dir.join("guard.db");
         self.starts += 1;
         let spawn = if self.own_group {
             Process::spawn_group
@@ -654,14 +741,16 @@ impl Guardctl {
             Process::spawn
         };
         let mut process = spawn(
-            &format!("guardctl-{}", self.starts),
+            &format!("{}-{}", self.name, self.starts),
             &self.dir,
             Command::new(native_bin("guardctl")).args([
                 "serve",
                 "--listen",
                 &format!("127.0.0.1:{}", self.port),
                 "--db",
-                db.to_str().unwrap(),
+                &self.db,
+                "--admin-token-file",
+                self.data_dir.join("admin-token").to_str().unwrap(),
             ]),
         );
         let Some(port) = try_bound_port(&mut process, "listening on ") else {
@@ -793,6 +882,9 @@ pub struct EnvoyOptions {
     pub wasm: PathBuf,
     pub upstream_port: u16,
     pub guardctl_port: u16,
+    /// The shipped config's second guardctl endpoint (:8082): another replica, or none (the
+    /// endpoint is removed, so no test reaches a stray server on that port).
+    pub guardctl_replica_port: Option<u16>,
     /// Replaces the filter's JSON configuration, when set.
     pub plugin_config: Option<String>,
     pub concurrency: u32,
@@ -807,6 +899,7 @@ impl EnvoyOptions {
             wasm: release_wasm(),
             upstream_port,
             guardctl_port,
+            guardctl_replica_port: None,
             plugin_config: None,
             concurrency: 2,
             substitutions: Vec::new(),
@@ -870,6 +963,16 @@ impl Envoy {
             "port_value: 8081",
             &format!("port_value: {}", options.guardctl_port),
         );
+        let replica_endpoint =
+            "        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 8082 } } }\n";
+        match options.guardctl_replica_port {
+            Some(port) => substitute(
+                &mut text,
+                "port_value: 8082",
+                &format!("port_value: {port}"),
+            ),
+            None => substitute(&mut text, replica_endpoint, ""),
+        }
         substitute(
             &mut text,
             "target/wasm32-wasip1/release/mcp_guard.wasm",

@@ -52,6 +52,15 @@ fn yaml_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// The strings of a YAML list.
+fn strings(list: &Value) -> Vec<&str> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item.as_str().unwrap())
+        .collect()
+}
+
 fn istio_dir() -> PathBuf {
     repo_root().join("deploy/istio")
 }
@@ -348,16 +357,12 @@ fn every_shipped_manifest_parses() {
         }
     }
     let kustomization = the_doc(&istio_dir().join("kustomization.yaml"), "Kustomization");
-    let resources: Vec<&str> = kustomization["resources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r.as_str().unwrap())
-        .collect();
+    let resources: Vec<&str> = strings(&kustomization["resources"]);
     assert_eq!(
         resources,
         [
             "guardctl.yaml",
+            "guardctl-sqlite.yaml",
             "authorization-policy.yaml",
             "envoyfilter.yaml"
         ]
@@ -659,11 +664,25 @@ fn wasm_plugin_alternative_is_fail_closed_auth_only_and_its_config_is_accepted()
 
 #[test]
 fn guardctl_runs_as_one_non_root_replica_with_probes_storage_and_its_admin_token() {
-    let path = istio_dir().join("guardctl.yaml");
-    let namespace = the_doc(&path, "Namespace");
+    let common = istio_dir().join("guardctl.yaml");
+    let path = istio_dir().join("guardctl-sqlite.yaml");
+    let namespace = the_doc(&common, "Namespace");
     assert_eq!(namespace["metadata"]["name"], "mcp-guard");
-    for doc in yaml_docs(&path).iter().filter(|d| d["kind"] != "Namespace") {
-        assert_eq!(doc["metadata"]["namespace"], "mcp-guard", "{}", doc["kind"]);
+    for file in [
+        "guardctl.yaml",
+        "guardctl-sqlite.yaml",
+        "guardctl-postgres.yaml",
+    ] {
+        for doc in yaml_docs(&istio_dir().join(file))
+            .iter()
+            .filter(|d| d["kind"] != "Namespace")
+        {
+            assert_eq!(
+                doc["metadata"]["namespace"], "mcp-guard",
+                "{file}: {}",
+                doc["kind"]
+            );
+        }
     }
     let deployment = the_doc(&path, "Deployment");
     let spec = &deployment["spec"];
@@ -702,12 +721,7 @@ fn guardctl_runs_as_one_non_root_replica_with_probes_storage_and_its_admin_token
         assert!(container["resources"]["limits"]["memory"].is_string());
     }
     let guardctl = &pod["containers"][0];
-    let args: Vec<&str> = guardctl["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
+    let args: Vec<&str> = strings(&guardctl["args"]);
     assert_eq!(args[0], "serve");
     let db = args[args.iter().position(|a| *a == "--db").unwrap() + 1];
     let listen = args[args.iter().position(|a| *a == "--listen").unwrap() + 1];
@@ -781,7 +795,7 @@ fn guardctl_runs_as_one_non_root_replica_with_probes_storage_and_its_admin_token
     );
 
     // The Service whose Istio cluster name the filters use as keyset_cluster.
-    let service = the_doc(&path, "Service");
+    let service = the_doc(&common, "Service");
     assert_eq!(
         service["spec"]["selector"],
         spec["template"]["metadata"]["labels"]
@@ -1005,12 +1019,7 @@ fn compose_file_references_only_files_that_exist() {
         mounts.get(format!("{working_dir}/{MODULE_PATH}").as_str()),
         Some(&format!("../{MODULE_PATH}").as_str())
     );
-    let command: Vec<&str> = envoy["command"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c.as_str().unwrap())
-        .collect();
+    let command: Vec<&str> = strings(&envoy["command"]);
     let config = command[command.iter().position(|c| *c == "-c").unwrap() + 1];
     assert_eq!(mounts.get(config), Some(&"./envoy.compose.yaml"));
 }
@@ -1019,4 +1028,111 @@ fn the_compose() -> Value {
     let docs = yaml_docs(&repo_root().join("envoy/docker-compose.yaml"));
     assert_eq!(docs.len(), 1);
     docs.into_iter().next().unwrap()
+}
+
+/// The PostgreSQL option: several replicas that never all go at once, the database URL from a
+/// Secret, no volume, and otherwise the very pod of the SQLite option (same image, security,
+/// probes, ports, metrics and admin token), so the two cannot drift apart.
+#[test]
+fn guardctl_on_postgres_runs_replicas_with_a_disruption_budget_and_the_same_pod() {
+    let path = istio_dir().join("guardctl-postgres.yaml");
+    let ha = the_doc(&path, "Deployment");
+    let single = the_doc(&istio_dir().join("guardctl-sqlite.yaml"), "Deployment");
+    assert_eq!(ha["metadata"]["name"], single["metadata"]["name"]);
+    let spec = &ha["spec"];
+    assert!(spec["replicas"].as_u64().unwrap() >= 2);
+    assert_eq!(spec["strategy"]["type"], "RollingUpdate");
+    assert_eq!(spec["strategy"]["rollingUpdate"]["maxUnavailable"], 0);
+    assert_eq!(spec["selector"], single["spec"]["selector"]);
+    assert_eq!(
+        spec["template"]["metadata"],
+        single["spec"]["template"]["metadata"]
+    );
+    let (pod, single_pod) = (
+        &spec["template"]["spec"],
+        &single["spec"]["template"]["spec"],
+    );
+    for field in [
+        "serviceAccountName",
+        "securityContext",
+        "terminationGracePeriodSeconds",
+    ] {
+        assert_eq!(pod[field], single_pod[field], "{field}");
+    }
+    let (guardctl, single_guardctl) = (&pod["containers"][0], &single_pod["containers"][0]);
+    for field in [
+        "name",
+        "image",
+        "ports",
+        "readinessProbe",
+        "livenessProbe",
+        "resources",
+        "securityContext",
+    ] {
+        assert_eq!(guardctl[field], single_guardctl[field], "{field}");
+    }
+    let args: Vec<&str> = strings(&guardctl["args"]);
+    assert!(!args.contains(&"--db"), "the URL comes from GUARDCTL_DB");
+    let single_args: Vec<&str> = strings(&single_guardctl["args"]);
+    let without_db: Vec<&str> = single_args
+        .iter()
+        .enumerate()
+        .filter(|(i, a)| **a != "--db" && (*i == 0 || single_args[i - 1] != "--db"))
+        .map(|(_, a)| *a)
+        .collect();
+    assert_eq!(args, without_db);
+    let env = guardctl["env"].as_array().unwrap();
+    let db = env.iter().find(|e| e["name"] == "GUARDCTL_DB").unwrap();
+    assert!(
+        db["value"].is_null(),
+        "a database URL holds a password: only from a Secret"
+    );
+    assert!(db["valueFrom"]["secretKeyRef"]["name"].is_string());
+    assert!(db["valueFrom"]["secretKeyRef"]["key"].is_string());
+    let single_env = single_guardctl["env"].as_array().unwrap();
+    assert_eq!(
+        env.iter()
+            .filter(|e| e["name"] != "GUARDCTL_DB")
+            .collect::<Vec<_>>(),
+        single_env.iter().collect::<Vec<_>>()
+    );
+    let volumes = pod["volumes"].as_array().unwrap();
+    assert!(
+        volumes.iter().all(|v| v["persistentVolumeClaim"].is_null()),
+        "no volume to share"
+    );
+    let token = |pod: &Value| {
+        pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "admin-token")
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(token(pod), token(single_pod));
+    assert!(docs_of_kind(&path, "PersistentVolumeClaim").is_empty());
+    assert!(
+        docs_of_kind(&path, "Secret").is_empty(),
+        "the URL Secret is the operator's"
+    );
+
+    let budget = the_doc(&path, "PodDisruptionBudget");
+    assert_eq!(budget["spec"]["selector"], spec["selector"]);
+    let max_unavailable = budget["spec"]["maxUnavailable"].as_u64().unwrap();
+    assert!(max_unavailable < spec["replicas"].as_u64().unwrap());
+    let rule = the_doc(&path, "DestinationRule");
+    let service = the_doc(&istio_dir().join("guardctl.yaml"), "Service");
+    assert_eq!(
+        rule["spec"]["host"].as_str().unwrap(),
+        format!(
+            "{}.{}.svc.cluster.local",
+            service["metadata"]["name"].as_str().unwrap(),
+            service["metadata"]["namespace"].as_str().unwrap()
+        )
+    );
+    assert!(
+        rule["spec"]["trafficPolicy"]["tls"].is_null(),
+        "Istio's automatic mTLS stays on"
+    );
 }
