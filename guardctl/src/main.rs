@@ -23,7 +23,7 @@ Server Commands:
 Key Commands (through a running server, with the admin token):
   keys create    Issue a new API key and print its token (shown only this once)
   keys list      List the live keys (never tokens or hashes)
-  keys revoke    Revoke a key; proxies stop accepting it at their next sync
+  keys revoke    Revoke a key; answers once every live proxy refuses it (or says which do not)
   keys import    Import existing hash rows (SHA-256 of each token) from a JSON Lines file
 
 User Commands (through a running server, with the admin token):
@@ -41,6 +41,7 @@ Policy Commands (through a running server, with the admin token):
 
 Database Commands:
   db migrate     Create or upgrade the schema (serve does it at start too); safe from several replicas
+  db copy        Copy a SQLite installation into a new PostgreSQL database (new epoch)
 
 Other Commands:
   help           Print this message or the help of the given command
@@ -337,6 +338,16 @@ struct ServeArgs {
     #[arg(long, env = "GUARDCTL_DB", default_value = ".data/guard.db")]
     db: PathBuf,
 
+    /// How long a revoke waits for every live proxy to confirm it before answering (its answer
+    /// says which did); 0 answers at commit
+    #[arg(
+        long,
+        env = "GUARDCTL_CONFIRM_TIMEOUT_MS",
+        default_value_t = 3000,
+        value_name = "MS"
+    )]
+    confirm_timeout_ms: u64,
+
     /// Admin token file, read at start and created (mode 0600, random token) if missing
     /// [default: admin-token in the folder of --db]
     #[arg(long, env = "GUARDCTL_ADMIN_TOKEN_FILE", value_name = "PATH")]
@@ -476,7 +487,7 @@ enum KeysAction {
         #[arg(long)]
         json: bool,
     },
-    /// Revoke a key; proxies stop accepting it as soon as they sync
+    /// Revoke a key; answers once every live proxy refuses it (or says which do not)
     Revoke {
         /// The key id (the part after `amt_` in the token)
         key_id: String,
@@ -527,6 +538,7 @@ fn run_serve(args: ServeArgs) -> ExitCode {
                 db_path: args.db,
                 sync_page_size: usize::try_from(args.sync_page_size)?,
                 admin_token_file: args.admin_token_file,
+                confirm_timeout: std::time::Duration::from_millis(args.confirm_timeout_ms),
             };
             runtime.block_on(api::serve(&args.listen, config))
         });
@@ -611,8 +623,24 @@ fn run_keys(args: KeysArgs) -> anyhow::Result<()> {
             if json {
                 json_line(&revoked)?
             } else {
+                let enforced = match &revoked.enforced {
+                    None => String::new(),
+                    Some(e) if e.unconfirmed.is_empty() => format!(
+                        " Enforced by all {} live proxies ({} ms).",
+                        e.confirmed.len(),
+                        e.waited_ms
+                    ),
+                    Some(e) => format!(
+                        " Enforced by {} live proxies; not confirmed after {} ms by: {} (they \
+                         apply it when they reach guardctl again, or fail closed by \
+                         max_staleness_ms).",
+                        e.confirmed.len(),
+                        e.waited_ms,
+                        e.unconfirmed.join(", ")
+                    ),
+                };
                 format!(
-                    "Revoked key {} (key-set version {}).\n",
+                    "Revoked key {} (key-set version {}).{enforced}\n",
                     revoked.key_id, revoked.version
                 )
             }
@@ -722,10 +750,11 @@ fn run_copy(from: &std::path::Path, to: &str) -> anyhow::Result<()> {
     let installation = Installation::read(&source)?;
     let destination = PgStore::open(to).context("cannot open the PostgreSQL database")?;
     let summary = installation.summary(&from.display().to_string());
-    let at = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-    let restored = destination.restore(&installation, &summary, &Actor { name: "admin", at })?;
+    let actor = Actor {
+        name: "admin",
+        at: unix_now(),
+    };
+    let restored = destination.restore(&installation, &summary, &actor)?;
     print_output(&format!(
         "Copied {} keys, {} users, {} policies and {} audit rows from {} into {}: key-set \
          version {}, new epoch {} (proxies reload the whole set once).\n",

@@ -50,6 +50,36 @@ pub const MAX_EPOCH_LEN: usize = 64;
 pub const PAGE_FORMAT: u32 = 3;
 /// The query parameter that names the format.
 pub const FORMAT_PARAM: &str = "format";
+/// The query parameter that names the proxy asking: its `since` confirms that it has applied
+/// everything up to that version (guardctl's answer to a revoke waits for those confirmations).
+pub const PROXY_PARAM: &str = "proxy";
+/// Longest proxy name.
+pub const MAX_PROXY_LEN: usize = 160;
+
+/// A proxy name as it travels in the query string: 1 to [`MAX_PROXY_LEN`] characters out of
+/// `A-Z a-z 0-9 . _ ~ -`, so it needs no percent-encoding (Istio's node ids,
+/// `sidecar~10.0.0.7~pod.ns~ns.svc.cluster.local`, already fit).
+pub fn is_valid_proxy_name(name: &str) -> bool {
+    (1..=MAX_PROXY_LEN).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
+}
+
+/// `text` made into a proxy name: every other character becomes `-`, cut to fit (a node id of
+/// any form still names the proxy).
+pub fn proxy_name_from(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '~' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(MAX_PROXY_LEN)
+        .collect()
+}
 
 /// The SHA-256 of a whole token: 32 bytes, written as 64 lower-case hex digits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -347,6 +377,27 @@ mod tests {
     use crate::policy::RoleRules;
 
     const HASH: &str = "8f434346648f6b96df89dda901c5176b10a6d83961dd3c1ac88b59b2dc327aa4";
+
+    #[test]
+    fn proxy_names_need_no_escaping_and_any_node_id_becomes_one() {
+        assert!(is_valid_proxy_name(
+            "sidecar~10.0.0.7~pod-1.ns~ns.svc.cluster.local"
+        ));
+        for bad in [
+            "",
+            "a b",
+            "a&since=0",
+            "a/b",
+            "é",
+            &"a".repeat(MAX_PROXY_LEN + 1),
+        ] {
+            assert!(!is_valid_proxy_name(bad), "{bad:?}");
+        }
+        for node in ["edge proxy #1", "a&b=c", "ünïcode", &"x".repeat(500)] {
+            assert!(is_valid_proxy_name(&proxy_name_from(node)), "{node:?}");
+        }
+        assert_eq!(proxy_name_from("edge proxy"), "edge-proxy");
+    }
 
     fn page() -> SyncPage {
         SyncPage {

@@ -19,10 +19,10 @@ use super::inflight::{key_set_now, lookup_now, stop};
 use super::metrics::Metrics;
 use crate::config::{Config, Mode, LONG_POLL_SLACK_MS};
 use crate::keyset::policy::PolicyCache;
-use crate::keyset::state::{next_owner_id, Lease, ServingState};
+use crate::keyset::state::{next_owner_id, proxy_name, Lease, ServingState};
 use crate::keyset::sync::{apply_page, next_since, parse_page, Outcome};
 use crate::streams::LiveStreams;
-use mcp_guard_protocol::sync::FORMAT_PARAM;
+use mcp_guard_protocol::sync::{FORMAT_PARAM, PROXY_PARAM};
 
 /// The sync-page format this filter reads: the newest (users, tool policies).
 const READ_FORMAT: u32 = mcp_guard_protocol::sync::PAGE_FORMAT;
@@ -50,6 +50,8 @@ pub struct GuardRoot {
     policies: Rc<RefCell<PolicyCache>>,
     /// Whether this VM held the sync lease at its last attempt.
     leading: bool,
+    /// Envoy's node id (empty when none was set), the first part of this proxy's name.
+    node: String,
 }
 
 #[derive(Default)]
@@ -73,6 +75,7 @@ impl GuardRoot {
             streams: Rc::default(),
             policies: Rc::default(),
             leading: false,
+            node: String::new(),
         }
     }
 
@@ -81,6 +84,11 @@ impl GuardRoot {
             .map_err(|s| format!("cannot read plugin configuration: {s:?}"))?
             .unwrap_or_default();
         let config = Config::from_json(&bytes).map_err(|e| e.to_string())?;
+        self.node = hostcalls::get_property(vec!["node", "id"])
+            .ok()
+            .flatten()
+            .map(|id| String::from_utf8_lossy(&id).into_owned())
+            .unwrap_or_default();
         if self.metrics.is_none() {
             let metrics = Metrics::define().map_err(|s| format!("cannot define metrics: {s:?}"))?;
             self.metrics = Some(Rc::new(metrics));
@@ -134,10 +142,26 @@ impl GuardRoot {
         } else {
             0
         };
-        let path = format!(
+        let mut path = format!(
             "{}?since={since}&wait_ms={wait_ms}&{FORMAT_PARAM}={READ_FORMAT}",
             config.keyset_path
         );
+        // Who is asking: guardctl answers a revoke once every proxy it has seen confirms it.
+        let fresh_instance = || {
+            hostcalls::get_current_time()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos())
+                .to_string()
+        };
+        if let Ok(name) = proxy_name(
+            &HostStore,
+            config.keys.instance(),
+            &self.node,
+            fresh_instance,
+        ) {
+            path.push_str(&format!("&{PROXY_PARAM}={name}"));
+        }
         let headers = vec![
             (":method", "GET"),
             (":path", path.as_str()),

@@ -146,10 +146,54 @@ pub fn next_owner_id(store: &impl SharedStore, key: &str) -> Result<u64, StoreEr
     Err(StoreError::CasMismatch)
 }
 
+/// This proxy's name in its sync requests: `node` (Envoy's node id, made fit) and an instance id
+/// kept in shared data, so every VM of the process (a new sync leader too) gives the same name
+/// and a restarted Envoy a new one. `fresh` makes the instance id when there is none yet; only
+/// the lease holder calls this, so two VMs do not race to create it.
+pub fn proxy_name(
+    store: &impl SharedStore,
+    key: &str,
+    node: &str,
+    fresh: impl FnOnce() -> String,
+) -> Result<String, StoreError> {
+    let (value, cas) = store.get(key)?;
+    let instance = match value.and_then(|v| String::from_utf8(v).ok()) {
+        Some(instance) if !instance.is_empty() => instance,
+        _ => {
+            let instance = fresh();
+            store.set(key, instance.as_bytes(), cas)?;
+            instance
+        }
+    };
+    let node = if node.is_empty() { "envoy" } else { node };
+    let limit = mcp_guard_protocol::sync::MAX_PROXY_LEN.saturating_sub(instance.len() + 1);
+    let mut name = mcp_guard_protocol::sync::proxy_name_from(node);
+    name.truncate(limit);
+    Ok(format!("{name}.{instance}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::keyset::store::MemoryStore;
+
+    #[test]
+    fn the_proxy_name_is_made_once_per_process_and_always_valid() {
+        let store = MemoryStore::default();
+        let first =
+            proxy_name(&store, "i", "sidecar~10.0.0.7~p.ns~ns.svc", || "a1".into()).unwrap();
+        assert_eq!(first, "sidecar~10.0.0.7~p.ns~ns.svc.a1");
+        let again = proxy_name(&store, "i", "sidecar~10.0.0.7~p.ns~ns.svc", || "b2".into());
+        assert_eq!(again.unwrap(), first, "another VM of the same process");
+        let unnamed = proxy_name(&store, "i", "", || unreachable!()).unwrap();
+        assert_eq!(unnamed, "envoy.a1");
+        let long = proxy_name(&store, "i", &"n o".repeat(200), || unreachable!()).unwrap();
+        assert!(
+            mcp_guard_protocol::sync::is_valid_proxy_name(&long),
+            "{long}"
+        );
+        assert!(long.ends_with(".a1"));
+    }
 
     #[test]
     fn staleness_starts_just_past_max_staleness_and_only_for_a_loaded_set() {

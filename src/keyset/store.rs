@@ -33,6 +33,7 @@ pub struct Keys {
     cursor: String,
     lease: String,
     owner_sequence: String,
+    instance: String,
 }
 
 impl Keys {
@@ -47,6 +48,7 @@ impl Keys {
             cursor: format!("{prefix}cursor"),
             lease: format!("{prefix}lease"),
             owner_sequence: format!("{prefix}owner-seq"),
+            instance: format!("{prefix}instance"),
             prefix,
         }
     }
@@ -63,6 +65,10 @@ impl Keys {
     }
     pub fn owner_sequence(&self) -> &str {
         &self.owner_sequence
+    }
+    /// This Envoy's instance id, part of its proxy name ([`crate::keyset::state::proxy_name`]).
+    pub fn instance(&self) -> &str {
+        &self.instance
     }
     pub fn key(&self, generation: u32, key_id: &str) -> String {
         format!("{}g{generation}/k/{key_id}", self.prefix)

@@ -223,6 +223,8 @@ pub(super) struct RevokeResponse {
     key_id: String,
     revoked: bool,
     version: u64,
+    /// Which live proxies had applied the revocation when this answer was sent.
+    enforced: super::confirm::Enforcement,
 }
 
 pub(super) async fn revoke_key(
@@ -246,10 +248,19 @@ pub(super) async fn revoke_key(
     let version = revoked.ok_or_else(no_such_key)?;
     state.publish_version(version);
     state.0.metrics.key_revoked();
-    info!(key_id = %key_id, version, "key revoked");
+    let enforced = state.await_enforcement(version).await;
+    info!(
+        key_id = %key_id,
+        version,
+        confirmed = enforced.confirmed.len(),
+        unconfirmed = enforced.unconfirmed.len(),
+        waited_ms = enforced.waited_ms,
+        "key revoked"
+    );
     Ok(Json(RevokeResponse {
         key_id,
         revoked: true,
         version,
+        enforced,
     }))
 }

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod admin_token;
+pub mod confirm;
 pub mod keys;
 pub mod policies;
 pub mod probes;
@@ -35,6 +36,8 @@ use tracing::{info, warn};
 const MAX_ADMIN_BODY_BYTES: usize = 64 * 1024;
 /// Default number of changes in one sync page.
 pub const DEFAULT_SYNC_PAGE_SIZE: u32 = 1000;
+/// Default of [`ServeConfig::confirm_timeout`].
+pub const DEFAULT_CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// What `serve` needs besides the listener.
 #[derive(Debug, Clone)]
@@ -44,6 +47,9 @@ pub struct ServeConfig {
     /// The admin token file, read at start (created, mode 0600, if missing). `None`: the file
     /// `admin-token` in the folder of `db_path`.
     pub admin_token_file: Option<PathBuf>,
+    /// How long a revoke or a policy change waits for every live proxy to confirm it before
+    /// answering (zero: answer at commit).
+    pub confirm_timeout: std::time::Duration,
 }
 
 impl ServeConfig {
@@ -52,6 +58,7 @@ impl ServeConfig {
             db_path: db_path.into(),
             sync_page_size: DEFAULT_SYNC_PAGE_SIZE as usize,
             admin_token_file: None,
+            confirm_timeout: DEFAULT_CONFIRM_TIMEOUT,
         }
     }
 }
@@ -87,6 +94,8 @@ impl Server {
             metrics: Metrics::default(),
             sync_page_size: config.sync_page_size.max(1),
             write_permits: Semaphore::new(1),
+            proxies: confirm::ProxyRegistry::default(),
+            confirm_timeout: config.confirm_timeout,
         }));
         // Changes committed by other replicas wake this one's long-polls too. Weak: the
         // listener stops once the server is gone.

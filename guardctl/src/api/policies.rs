@@ -42,12 +42,17 @@ pub struct PolicyView {
     pub policy: serde_json::Value,
     /// `mode ...; roles ...`, as the audit trail records it.
     pub summary: String,
+    /// In the answer to a set: which live proxies had applied it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforced: Option<super::confirm::Enforcement>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct PolicyRemoved {
     pub org: String,
     pub version: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforced: Option<super::confirm::Enforcement>,
 }
 
 fn org_path(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
@@ -74,6 +79,7 @@ fn view(
         source,
         policy: canonical,
         summary: document::summary(policy),
+        enforced: None,
     })
 }
 
@@ -109,8 +115,11 @@ pub(super) async fn set_policy(
             .await?
     };
     state.publish_version(version);
-    info!(org = %org, version, summary = %summary, "policy set");
-    Ok(Json(view(org, version, set_at, request.source, &policy)?))
+    let enforced = state.await_enforcement(version).await;
+    info!(org = %org, version, summary = %summary, unconfirmed = enforced.unconfirmed.len(), "policy set");
+    let mut answer = view(org, version, set_at, request.source, &policy)?;
+    answer.enforced = Some(enforced);
+    Ok(Json(answer))
 }
 
 pub(super) async fn show_policy(
@@ -149,6 +158,11 @@ pub(super) async fn remove_policy(
             .await?
     };
     state.publish_version(version);
+    let enforced = Some(state.await_enforcement(version).await);
     info!(org = %org, version, "policy removed; every role may call every tool");
-    Ok(Json(PolicyRemoved { org, version }))
+    Ok(Json(PolicyRemoved {
+        org,
+        version,
+        enforced,
+    }))
 }

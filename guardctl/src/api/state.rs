@@ -55,9 +55,38 @@ pub(super) struct Shared {
     /// as futures instead of parking hundreds of threads on a mutex.
     pub(super) read_permits: Semaphore,
     pub(super) write_permits: Semaphore,
+    /// Which proxies have applied which version.
+    pub(super) proxies: super::confirm::ProxyRegistry,
+    pub(super) confirm_timeout: std::time::Duration,
 }
 
 impl AppState {
+    /// Waits (up to the configured timeout) until every live proxy has applied `version`.
+    pub(super) async fn await_enforcement(&self, version: u64) -> super::confirm::Enforcement {
+        self.0
+            .proxies
+            .await_version(&self.0.store, version, self.0.confirm_timeout)
+            .await
+    }
+
+    /// A sync request of `proxy` confirms `since`; it stays live while `wait` lasts, and
+    /// [`confirm::GRACE`](super::confirm::GRACE) after the returned guard is dropped.
+    pub(super) fn proxy_polling(
+        &self,
+        proxy: String,
+        since: u64,
+        wait: std::time::Duration,
+    ) -> ProxyPoll {
+        let poll = ProxyPoll {
+            state: self.clone(),
+            proxy,
+            since,
+        };
+        let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+        poll.record(wait_ms);
+        poll
+    }
+
     pub(crate) fn epoch(&self) -> &str {
         self.0.store.epoch()
     }
@@ -232,6 +261,41 @@ pub(super) fn short(mut message: String) -> String {
         message.push('…');
     }
     message
+}
+
+/// One proxy's sync request: recorded when it starts and again when it ends (or its connection
+/// drops), each time shared with the other replicas off the async threads.
+pub(super) struct ProxyPoll {
+    state: AppState,
+    proxy: String,
+    since: u64,
+}
+
+impl ProxyPoll {
+    fn record(&self, wait_ms: u64) {
+        let grace_ms = u64::try_from(super::confirm::GRACE.as_millis()).unwrap_or(u64::MAX);
+        let live_until = super::confirm::unix_ms()
+            .saturating_add(wait_ms)
+            .saturating_add(grace_ms);
+        self.state
+            .0
+            .proxies
+            .record(&self.proxy, self.since, live_until);
+        let (store, proxy, since) = (self.state.0.store.clone(), self.proxy.clone(), self.since);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn_blocking(move || {
+                if let Err(err) = store.record_proxy(&proxy, since, live_until) {
+                    tracing::debug!(%err, "cannot share a proxy's confirmation");
+                }
+            });
+        }
+    }
+}
+
+impl Drop for ProxyPoll {
+    fn drop(&mut self) {
+        self.record(0);
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,9 @@ use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use mcp_guard_protocol::policy::Policy;
-use mcp_guard_protocol::sync::{PolicyChange, Revocation, Sha256, SyncPage, Upsert, PAGE_FORMAT};
+use mcp_guard_protocol::sync::{
+    is_valid_proxy_name, PolicyChange, Revocation, Sha256, SyncPage, Upsert, PAGE_FORMAT,
+};
 use serde::Deserialize;
 use std::time::{Duration, Instant};
 use tracing::debug;
@@ -97,6 +99,7 @@ pub struct KeysetQuery {
     since: Option<String>,
     wait_ms: Option<String>,
     format: Option<String>,
+    proxy: Option<String>,
 }
 
 /// Validated parameters: `since` defaults to 0, `wait_ms` to 0 and is capped at 60 s, `format`
@@ -172,6 +175,17 @@ async fn answer(
         .map_err(|_| ApiError::bad_request("malformed query string (since, wait_ms, format)"))?;
     let params = parse_params(&query).map_err(ApiError::bad_request)?;
     let since = params.since;
+    let _confirming = match query.proxy {
+        Some(proxy) if is_valid_proxy_name(&proxy) => {
+            Some(state.proxy_polling(proxy, since, params.wait))
+        }
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "proxy must be 1 to 160 of A-Z a-z 0-9 . _ ~ -",
+            ))
+        }
+        None => None,
+    };
 
     // Subscribe before looking, so that a commit landing between the look and the wait
     // still wakes us.
@@ -248,6 +262,7 @@ mod tests {
             since: since.map(str::to_string),
             wait_ms: wait_ms.map(str::to_string),
             format: None,
+            proxy: None,
         }
     }
 

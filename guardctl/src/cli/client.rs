@@ -75,6 +75,9 @@ pub struct RevokedKey {
     pub key_id: String,
     pub revoked: bool,
     pub version: u64,
+    /// Absent from servers older than the confirmations.
+    #[serde(default)]
+    pub enforced: Option<crate::api::confirm::Enforcement>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

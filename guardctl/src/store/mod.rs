@@ -368,6 +368,16 @@ pub trait KeyStore: Send + Sync {
     /// a change, until it returns false. SQLite has one writing process, which announces its
     /// own writes: nothing to follow.
     fn follow_versions(&self, _on_version: VersionListener) {}
+    /// Shares with the other replicas that `proxy` has applied `version` and is live until
+    /// `live_until` (Unix ms). One SQLite node has no other replica: nothing to share.
+    fn record_proxy(&self, _proxy: &str, _version: u64, _live_until: u64) -> StoreResult<()> {
+        Ok(())
+    }
+    /// The proxies every replica has shared that are live at `now` (Unix ms): name, applied
+    /// version, live until.
+    fn live_proxies(&self, _now: u64) -> StoreResult<Vec<(String, u64, u64)>> {
+        Ok(Vec::new())
+    }
 }
 
 /// Told the database's current version; returns false to stop listening.

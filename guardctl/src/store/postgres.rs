@@ -91,6 +91,11 @@ CREATE TABLE IF NOT EXISTS policies (
     set_at   BIGINT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS policies_by_org ON policies (org, version);
+CREATE TABLE IF NOT EXISTS proxies (
+    proxy      TEXT PRIMARY KEY,
+    version    BIGINT NOT NULL,
+    live_until BIGINT NOT NULL
+);
 ";
 
 /// True when `db` names a PostgreSQL database rather than a SQLite file.
@@ -110,6 +115,9 @@ pub struct PgStore {
     /// `None` only while a broken connection is replaced.
     writer: Mutex<Option<Client>>,
     readers: Mutex<Vec<Client>>,
+    /// Proxies' confirmations are written on a connection of their own, so a wave of them never
+    /// queues behind (or ahead of) the admin's writes.
+    confirmations: Mutex<Option<Client>>,
 }
 
 impl PgStore {
@@ -123,6 +131,7 @@ impl PgStore {
             epoch,
             writer: Mutex::new(Some(writer)),
             readers: Mutex::new(Vec::new()),
+            confirmations: Mutex::new(None),
         })
     }
 
@@ -275,7 +284,14 @@ impl Drop for PgStore {
                 .get_mut()
                 .unwrap_or_else(PoisonError::into_inner),
         );
-        if let Ok(closing) = thread::Builder::new().spawn(move || drop((writer, readers))) {
+        let confirmations = self
+            .confirmations
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Ok(closing) =
+            thread::Builder::new().spawn(move || drop((writer, readers, confirmations)))
+        {
             let _ = closing.join();
         }
     }
@@ -788,6 +804,46 @@ impl KeyStore for PgStore {
         if let Err(err) = spawned {
             warn!(%err, "cannot start the version listener: other replicas' changes wake long-polls only at their timeout");
         }
+    }
+
+    fn record_proxy(&self, proxy: &str, version: u64, live_until: u64) -> StoreResult<()> {
+        let mut guard = self
+            .confirmations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let client = match guard.take() {
+            Some(client) if !client.is_closed() => client,
+            _ => Client::connect(&self.url, NoTls)?,
+        };
+        let client = guard.insert(client);
+        // Old rows go with the writes: a proxy gone for a day is not worth keeping.
+        client.execute(
+            "INSERT INTO proxies (proxy, version, live_until) VALUES ($1, $2, $3)
+             ON CONFLICT (proxy) DO UPDATE SET version = EXCLUDED.version,
+                                               live_until = EXCLUDED.live_until",
+            &[&proxy, &as_i64(version), &as_i64(live_until)],
+        )?;
+        client.execute(
+            "DELETE FROM proxies WHERE live_until < $1",
+            &[&as_i64(live_until.saturating_sub(86_400_000))],
+        )?;
+        Ok(())
+    }
+
+    fn live_proxies(&self, now: u64) -> StoreResult<Vec<(String, u64, u64)>> {
+        self.with_reader(|tx| {
+            let rows = tx.query(
+                "SELECT proxy, version, live_until FROM proxies WHERE live_until > $1",
+                &[&as_i64(now)],
+            )?;
+            Ok(rows
+                .into_iter()
+                .map(|row| {
+                    let number = |i: usize| u64::try_from(row.get::<_, i64>(i)).unwrap_or(0);
+                    (row.get(0), number(1), number(2))
+                })
+                .collect())
+        })
     }
 
     fn changes_since(&self, since: u64, limit: usize) -> StoreResult<ChangesRead> {
