@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a dev tool: abort loudly
 
 mod envoy;
+mod ha;
 mod load;
 mod micro;
 mod policy;
@@ -163,6 +164,8 @@ fn main() {
     let scale = scale::run(&dir, settings, quick, only.as_deref()).unwrap_or(Value::Null);
     // Revoke-to-401 across three proxies (`--only propagation_3_proxies`).
     let propagation = propagation::run(&dir, quick, only.as_deref()).unwrap_or(Value::Null);
+    // Replicas on PostgreSQL against the single node (`--only ha_replicas`).
+    let ha = ha::run(&dir, quick, only.as_deref()).unwrap_or(Value::Null);
 
     let module = module_facts(guard);
     let micro = if args.iter().any(|a| a == "--only") {
@@ -179,6 +182,7 @@ fn main() {
         envoy_version: envoy::version(),
         scale,
         propagation,
+        ha,
     };
     let json = results.to_json();
     let out = repo_root().join("bench/results.json");

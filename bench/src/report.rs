@@ -17,6 +17,8 @@ pub struct Results<'a> {
     pub scale: Value,
     /// Revoke-to-401 across three proxies (bench/src/propagation.rs), `Null` when not run.
     pub propagation: Value,
+    /// Replicas on PostgreSQL against one node (bench/src/ha.rs), `Null` when not run.
+    pub ha: Value,
 }
 
 /// A comparison the issue sets a goal for, or that explains one.
@@ -272,6 +274,7 @@ impl Results<'_> {
             "micro": self.micro,
             "scale": self.scale,
             "propagation": self.propagation,
+            "ha": self.ha,
         })
     }
 
@@ -384,6 +387,10 @@ impl Results<'_> {
         if !self.propagation.is_null() {
             md.push('\n');
             md.push_str(&crate::propagation::markdown(&self.propagation));
+        }
+        if !self.ha.is_null() {
+            md.push('\n');
+            md.push_str(&crate::ha::markdown(&self.ha));
         }
         md
     }

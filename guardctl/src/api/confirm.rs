@@ -9,7 +9,7 @@
 use crate::store::KeyStore;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
 
@@ -31,6 +31,9 @@ struct Seen {
 pub struct ProxyRegistry {
     seen: Mutex<HashMap<String, Seen>>,
     confirmed: Notify,
+    /// To the thread that shares records with the other replicas, in the order they were made:
+    /// a poll's end (older version) must never land after the next poll's start.
+    sharing: Option<Mutex<mpsc::Sender<(String, u64, u64)>>>,
 }
 
 /// The answer's account of who enforces a change.
@@ -51,8 +54,30 @@ pub fn unix_ms() -> u64 {
 }
 
 impl ProxyRegistry {
+    /// A registry that also shares every record through `store`, one at a time, in order.
+    pub fn sharing_through(store: Arc<dyn KeyStore>) -> ProxyRegistry {
+        let (sender, records) = mpsc::channel::<(String, u64, u64)>();
+        let spawned = std::thread::Builder::new()
+            .name("guardctl-confirm".into())
+            .spawn(move || {
+                for (proxy, version, live_until) in records {
+                    if let Err(err) = store.record_proxy(&proxy, version, live_until) {
+                        tracing::debug!(%err, "cannot share a proxy's confirmation");
+                    }
+                }
+            });
+        ProxyRegistry {
+            sharing: spawned.ok().map(|_| Mutex::new(sender)),
+            ..ProxyRegistry::default()
+        }
+    }
+
     /// `proxy` has applied `version` and is live until `live_until` (Unix ms).
     pub fn record(&self, proxy: &str, version: u64, live_until: u64) {
+        if let Some(sharing) = &self.sharing {
+            let sender = sharing.lock().unwrap_or_else(PoisonError::into_inner);
+            let _ = sender.send((proxy.to_string(), version, live_until));
+        }
         {
             let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
             if seen.len() >= MAX_PROXIES && !seen.contains_key(proxy) {

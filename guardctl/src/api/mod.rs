@@ -85,16 +85,17 @@ impl Server {
         let version = store.current_version()?;
         let (versions, _) = watch::channel(version);
         let (stopping, stopping_rx) = watch::channel(false);
+        let store: Arc<dyn crate::store::KeyStore> = Arc::from(store);
         let state = AppState(Arc::new(Shared {
             read_permits: Semaphore::new(store.max_concurrent_reads()),
-            store: Arc::from(store),
+            proxies: confirm::ProxyRegistry::sharing_through(store.clone()),
+            store,
             admin: AdminTokenCheck::new(&admin_token),
             versions,
             stopping: stopping_rx,
             metrics: Metrics::default(),
             sync_page_size: config.sync_page_size.max(1),
             write_permits: Semaphore::new(1),
-            proxies: confirm::ProxyRegistry::default(),
             confirm_timeout: config.confirm_timeout,
         }));
         // Changes committed by other replicas wake this one's long-polls too. Weak: the

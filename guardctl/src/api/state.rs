@@ -264,7 +264,7 @@ pub(super) fn short(mut message: String) -> String {
 }
 
 /// One proxy's sync request: recorded when it starts and again when it ends (or its connection
-/// drops), each time shared with the other replicas off the async threads.
+/// drops), each time shared with the other replicas (in order, off the async threads).
 pub(super) struct ProxyPoll {
     state: AppState,
     proxy: String,
@@ -281,14 +281,6 @@ impl ProxyPoll {
             .0
             .proxies
             .record(&self.proxy, self.since, live_until);
-        let (store, proxy, since) = (self.state.0.store.clone(), self.proxy.clone(), self.since);
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn_blocking(move || {
-                if let Err(err) = store.record_proxy(&proxy, since, live_until) {
-                    tracing::debug!(%err, "cannot share a proxy's confirmation");
-                }
-            });
-        }
     }
 }
 

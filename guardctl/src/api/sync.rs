@@ -175,41 +175,43 @@ async fn answer(
         .map_err(|_| ApiError::bad_request("malformed query string (since, wait_ms, format)"))?;
     let params = parse_params(&query).map_err(ApiError::bad_request)?;
     let since = params.since;
-    let _confirming = match query.proxy {
-        Some(proxy) if is_valid_proxy_name(&proxy) => {
-            Some(state.proxy_polling(proxy, since, params.wait))
-        }
-        Some(_) => {
+    let proxy = match query.proxy {
+        Some(proxy) if !is_valid_proxy_name(&proxy) => {
             return Err(ApiError::bad_request(
                 "proxy must be 1 to 160 of A-Z a-z 0-9 . _ ~ -",
             ))
         }
-        None => None,
+        proxy => proxy,
     };
 
     // Subscribe before looking, so that a commit landing between the look and the wait
     // still wakes us.
     let mut versions = state.subscribe_versions();
     let known = *versions.borrow_and_update();
-    if !params.wait.is_zero() && since >= known {
-        // `since > known` is either a restored database (answer at once, below) or a proxy that
-        // read a commit the moment before it was announced here: the database settles which.
-        let current = if since == known {
-            known
-        } else {
-            state.read(|store| store.current_version()).await?
+    // `since > known` is either a restored database (answer at once, below) or a proxy that
+    // read a commit the moment before it was announced here: the database settles which.
+    let current = if since <= known {
+        known
+    } else {
+        state.read(|store| store.current_version()).await?
+    };
+    // A proxy confirms only versions of this history: one asking beyond it is about to reload.
+    let _confirming = proxy
+        .filter(|_| since <= current)
+        .map(|proxy| state.proxy_polling(proxy, since, params.wait));
+    if !params.wait.is_zero()
+        && since == current
+        && !wait_for_newer(state, &mut versions, since, params.wait).await
+    {
+        let page = SyncPage {
+            epoch: state.epoch().to_string(),
+            version: since,
+            more: false,
+            upserts: Vec::new(),
+            revocations: Vec::new(),
+            policies: Vec::new(),
         };
-        if since == current && !wait_for_newer(state, &mut versions, since, params.wait).await {
-            let page = SyncPage {
-                epoch: state.epoch().to_string(),
-                version: since,
-                more: false,
-                upserts: Vec::new(),
-                revocations: Vec::new(),
-                policies: Vec::new(),
-            };
-            return Ok((page, SyncResult::Timeout));
-        }
+        return Ok((page, SyncResult::Timeout));
     }
     let page_size = state.sync_page_size();
     let page = state

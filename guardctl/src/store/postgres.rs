@@ -818,9 +818,12 @@ impl KeyStore for PgStore {
         let client = guard.insert(client);
         // Old rows go with the writes: a proxy gone for a day is not worth keeping.
         client.execute(
+            // Never backwards: the end of a poll on one replica can land after the start of
+            // the proxy's next poll on another. Only versions of this history are recorded.
             "INSERT INTO proxies (proxy, version, live_until) VALUES ($1, $2, $3)
-             ON CONFLICT (proxy) DO UPDATE SET version = EXCLUDED.version,
-                                               live_until = EXCLUDED.live_until",
+             ON CONFLICT (proxy) DO UPDATE
+                 SET version = GREATEST(proxies.version, EXCLUDED.version),
+                     live_until = GREATEST(proxies.live_until, EXCLUDED.live_until)",
             &[&proxy, &as_i64(version), &as_i64(live_until)],
         )?;
         client.execute(

@@ -583,6 +583,21 @@ pub fn start_stack_script(dir: &Path, data: &Path, ha: bool) -> Process {
     stack
 }
 
+/// Runs `tools/postgres.sh ACTION DIR` (start, pause, resume, stop a throwaway PostgreSQL), which
+/// must succeed; what it printed (`start` prints the database URL).
+pub fn postgres_tool(action: &str, dir: &str) -> String {
+    let out = Command::new(repo_root().join("tools/postgres.sh"))
+        .args([action, dir])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "postgres.sh {action}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
 /// Runs the `curl` line a stack script printed (`make run`, `make run-ha`) and returns the MCP
 /// message it answered with.
 pub fn run_printed_curl(printed: &str) -> Value {
@@ -823,6 +838,15 @@ impl Guardctl {
             key_id: json["key_id"].as_str().unwrap().to_string(),
             token: json["token"].as_str().unwrap().to_string(),
         }
+    }
+
+    /// `guardctl_long_polls` from its /metrics (None while it does not answer).
+    pub fn long_polls(&self) -> Option<u64> {
+        Request::get("/metrics")
+            .send(self.port)
+            .body
+            .lines()
+            .find_map(|l| l.strip_prefix("guardctl_long_polls ")?.trim().parse().ok())
     }
 
     pub fn revoke(&self, key_id: &str) {
@@ -1278,6 +1302,53 @@ pub fn wait_until_allowed_on(port: u16, token: &str) {
 /// Probes whether `port` refuses `token` (401) on the Envoy-answered path, as fast as it answers.
 fn refused_by(port: u16, token: &str) -> bool {
     Request::get("/not-mcp").bearer(token).send(port).status == 401
+}
+
+/// Revokes `key_id` through the admin API; how long the answer took, and its JSON.
+pub fn revoke_via_api(guardctl: &Guardctl, key_id: &str) -> (Duration, Value) {
+    let admin = format!("Bearer {}", guardctl.admin_token());
+    let mut revoke = Request::get(&format!("/v1/keys/{key_id}")).header("authorization", &admin);
+    revoke.method = "DELETE".into();
+    let sent = Instant::now();
+    let answer = revoke.send(guardctl.port);
+    let took = sent.elapsed();
+    assert_eq!(answer.status, 200, "{answer:?}");
+    (took, answer.json())
+}
+
+/// Revokes each key through `through(i)` and checks that its answer names `proxies.len()`
+/// confirming proxies and none missing, and that every proxy refuses the key the moment the
+/// answer arrives. The revoke-to-answer times, sorted.
+pub fn revoke_and_check_enforced<'a>(
+    through: impl Fn(usize) -> &'a Guardctl,
+    proxies: &[u16],
+    keys: &[IssuedKey],
+) -> Vec<Duration> {
+    let mut answered = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        let (took, answer) = revoke_via_api(through(i), &key.key_id);
+        answered.push(took);
+        let enforced = &answer["enforced"];
+        assert_eq!(
+            enforced["confirmed"].as_array().map(Vec::len),
+            Some(proxies.len()),
+            "{enforced}"
+        );
+        assert_eq!(enforced["unconfirmed"], serde_json::json!([]), "{enforced}");
+        for &port in proxies {
+            let status = Request::get("/not-mcp")
+                .bearer(&key.token)
+                .send(port)
+                .status;
+            assert_eq!(
+                status, 401,
+                "port {port} accepted key {} after the answer",
+                key.key_id
+            );
+        }
+    }
+    answered.sort();
+    answered
 }
 
 /// When one proxy refused a revoked key, and when guardctl acknowledged the revoke, both counted

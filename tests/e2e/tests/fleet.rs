@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use mcp_guard_e2e::{
-    accepted_by, percentile, scratch_dir, time_revocations, trap_wasm, wait_until, Envoy,
-    EnvoyOptions, Guardctl, IssuedKey, Request, Upstream,
+    accepted_by, percentile, revoke_and_check_enforced, scratch_dir, time_revocations, trap_wasm,
+    wait_until, Envoy, EnvoyOptions, Guardctl, IssuedKey, Request, Upstream,
 };
 
 /// Generous for a loaded 2-core CI machine; `make bench` reports the figures against the
@@ -153,36 +153,7 @@ fn a_revoke_answers_once_every_proxy_enforces_it() {
             .iter()
             .all(|&port| keys.iter().all(|k| accepted_by(port, &k.token)))
     });
-    let admin = format!("Bearer {}", guardctl.admin_token());
-    let mut answered = Vec::new();
-    for key in &keys {
-        let mut revoke =
-            Request::get(&format!("/v1/keys/{}", key.key_id)).header("authorization", &admin);
-        revoke.method = "DELETE".into();
-        let sent = Instant::now();
-        let answer = revoke.send(guardctl.port);
-        answered.push(sent.elapsed());
-        assert_eq!(answer.status, 200, "{answer:?}");
-        let enforced = &answer.json()["enforced"];
-        assert_eq!(
-            enforced["confirmed"].as_array().unwrap().len(),
-            3,
-            "{enforced}"
-        );
-        assert_eq!(enforced["unconfirmed"], serde_json::json!([]));
-        for &port in &ports {
-            let status = Request::get("/not-mcp")
-                .bearer(&key.token)
-                .send(port)
-                .status;
-            assert_eq!(
-                status, 401,
-                "port {port} accepted key {} after the answer",
-                key.key_id
-            );
-        }
-    }
-    answered.sort();
+    let answered = revoke_and_check_enforced(|_| &guardctl, &ports, &keys);
     println!(
         "revoke-to-answer, {} revocations, 3 proxies, each enforced before its answer: p50 {:?} \
          p99 {:?} max {:?}",

@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use mcp_guard_e2e::{
-    accepted_by, native_bin, percentile, port_outside_ephemeral_range, repo_root, run_printed_curl,
-    scratch_dir, start_stack_script, time_revocations, wait_until, wait_until_allowed_on, Envoy,
-    EnvoyOptions, Guardctl, IssuedKey, Request, Upstream, INITIALIZE,
+    accepted_by, native_bin, percentile, port_outside_ephemeral_range, postgres_tool,
+    revoke_and_check_enforced, run_printed_curl, scratch_dir, start_stack_script, time_revocations,
+    wait_until, wait_until_allowed_on, Envoy, EnvoyOptions, Guardctl, IssuedKey, Request, Upstream,
+    INITIALIZE,
 };
 
 /// One test at a time: one of them stops the database server that all of them use.
@@ -25,6 +26,8 @@ struct HaStack {
     b: Guardctl,
     _upstream: Upstream,
     envoy: Envoy,
+    /// More proxies, when asked for: all of them sync from both replicas.
+    more: Vec<Envoy>,
 }
 
 /// A database of its own on the test server; its URL.
@@ -41,6 +44,10 @@ fn database_named(test: &str) -> String {
 /// Two replicas on one database (sharing one admin token file, as a Secret would give them), the
 /// demo upstream, and one Envoy whose guardctl cluster has both.
 fn ha_stack(test: &str) -> HaStack {
+    ha_stack_with_proxies(test, 1)
+}
+
+fn ha_stack_with_proxies(test: &str, proxies: usize) -> HaStack {
     let serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
     let db = database_named(test);
     let dir = scratch_dir(test);
@@ -51,23 +58,20 @@ fn ha_stack(test: &str) -> HaStack {
     let upstream = Upstream::start(&dir);
     let mut options = EnvoyOptions::new(upstream.port, a.port);
     options.guardctl_replica_port = Some(b.port);
-    let envoy = Envoy::start(&dir, &options);
-    envoy.wait_for_keyset();
+    options.concurrency = 1;
+    let mut all: Vec<Envoy> = (0..proxies).map(|_| Envoy::start(&dir, &options)).collect();
+    for envoy in &all {
+        envoy.wait_for_keyset();
+    }
+    let envoy = all.remove(0);
     HaStack {
         _serial: serial,
         a,
         b,
         _upstream: upstream,
         envoy,
+        more: all,
     }
-}
-
-fn long_polls(replica: &Guardctl) -> Option<u64> {
-    Request::get("/metrics")
-        .send(replica.port)
-        .body
-        .lines()
-        .find_map(|l| l.strip_prefix("guardctl_long_polls ")?.trim().parse().ok())
 }
 
 fn ready(replica: &Guardctl) -> u16 {
@@ -76,11 +80,7 @@ fn ready(replica: &Guardctl) -> u16 {
 
 fn postgres(action: &str) {
     let dir = std::env::var("GUARDCTL_TEST_POSTGRES_DIR").expect("GUARDCTL_TEST_POSTGRES_DIR");
-    let status = std::process::Command::new(repo_root().join("tools/postgres.sh"))
-        .args([action, &dir])
-        .status()
-        .unwrap();
-    assert!(status.success(), "postgres.sh {action}");
+    postgres_tool(action, &dir);
 }
 
 fn refused(port: u16, token: &str) -> bool {
@@ -129,6 +129,37 @@ fn a_key_created_or_revoked_through_either_replica_reaches_the_proxy() {
     );
 }
 
+/// Acknowledged means enforced across replicas: three proxies long-poll whichever replica Envoy
+/// picks, and a revoke through either answers only once all three have applied it (their
+/// confirmations meet in the database). Revoke-to-answer p50/p99 printed.
+#[test]
+#[ignore = "needs GUARDCTL_TEST_POSTGRES: run by make test-postgres"]
+fn a_revoke_through_either_replica_answers_once_every_proxy_enforces_it() {
+    let stack = ha_stack_with_proxies("confirm", 3);
+    let ports: Vec<u16> = std::iter::once(&stack.envoy)
+        .chain(&stack.more)
+        .map(|e| e.port)
+        .collect();
+    let keys: Vec<IssuedKey> = (0..40)
+        .map(|_| stack.a.create_key("demo", "member", None))
+        .collect();
+    wait_until("every key on every proxy", Duration::from_secs(10), || {
+        ports
+            .iter()
+            .all(|&port| keys.iter().all(|k| accepted_by(port, &k.token)))
+    });
+    let replicas = [&stack.a, &stack.b];
+    let answered = revoke_and_check_enforced(|i| replicas[i % 2], &ports, &keys);
+    println!(
+        "revoke-to-answer through two replicas, {} revocations, 3 proxies, each enforced before \
+         its answer: p50 {:?} p99 {:?} max {:?}",
+        answered.len(),
+        percentile(&answered, 0.5),
+        percentile(&answered, 0.99),
+        percentile(&answered, 1.0)
+    );
+}
+
 /// SIGKILL the replica holding the proxy's long-poll, twice (one replica, then the other): each
 /// time the proxy resumes on the survivor from its version, with no full reload, and every change
 /// acknowledged before the kill still holds.
@@ -151,7 +182,7 @@ fn the_proxy_resumes_on_the_other_replica_when_its_replica_is_killed() {
             "one replica to hold the long-poll",
             Duration::from_secs(10),
             || {
-                holder = match (long_polls(&stack.a), long_polls(&stack.b)) {
+                holder = match (stack.a.long_polls(), stack.b.long_polls()) {
                     (Some(1), Some(0)) => Some(true),
                     (Some(0), Some(1)) => Some(false),
                     _ => None,
