@@ -76,6 +76,9 @@ pub(super) struct UserRemoved {
     name: String,
     removed: bool,
     revoked: Vec<RevokedKey>,
+    /// When keys were revoked: which live proxies had applied the last revocation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    enforced: Option<super::confirm::Enforcement>,
 }
 
 #[derive(Serialize)]
@@ -168,8 +171,10 @@ pub(super) async fn remove_user(
             })
             .await?
     };
+    let mut enforced = None;
     if let Some(version) = removed.revoked.iter().map(|(_, version)| *version).max() {
         state.publish_version(version);
+        enforced = Some(state.await_enforcement(version).await);
     }
     for _ in &removed.revoked {
         state.0.metrics.key_revoked();
@@ -184,6 +189,7 @@ pub(super) async fn remove_user(
             .into_iter()
             .map(|(key_id, version)| RevokedKey { key_id, version })
             .collect(),
+        enforced,
     }))
 }
 

@@ -99,6 +99,8 @@ pub struct UserRemoved {
     pub name: String,
     pub removed: bool,
     pub revoked: Vec<RevokedVersion>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforced: Option<crate::api::confirm::Enforcement>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

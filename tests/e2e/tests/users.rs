@@ -72,9 +72,26 @@ fn a_users_key_carries_the_user_and_keeps_the_role_it_was_created_with() {
     assert_eq!(headers["x-amt-role"], "member");
     assert_eq!(access_log_entry(&stack, &request_id)["user"], Value::Null);
 
-    // Removing the user with its keys reaches the proxy like any revocation.
-    guardctl.ok(&["users", "remove", "alice@example.com", "--revoke-keys"]);
-    stack.wait_until_refused(&viewer_key.token);
-    stack.wait_until_refused(&admin_key.token);
+    // Removing the user with its keys answers once the proxy refuses them, like a revoke.
+    let removed = guardctl.ok(&[
+        "users",
+        "remove",
+        "alice@example.com",
+        "--revoke-keys",
+        "--json",
+    ]);
+    let removed: Value = serde_json::from_str(&removed).unwrap();
+    assert_eq!(
+        removed["enforced"]["confirmed"].as_array().map(Vec::len),
+        Some(1),
+        "{removed}"
+    );
+    for key in [&viewer_key, &admin_key] {
+        let status = Request::get("/not-mcp")
+            .bearer(&key.token)
+            .send(stack.envoy.port)
+            .status;
+        assert_eq!(status, 401, "accepted right after the answer");
+    }
     stack.wait_until_allowed(&service.token);
 }
