@@ -87,9 +87,9 @@ impl Plane {
         let keys = self.live_keys(count);
         let mut answered = Vec::new();
         let mut refused = Vec::new();
-        for (i, chunk) in keys.chunks(1).enumerate() {
+        for (i, key) in keys.iter().enumerate() {
             let through = &self.replicas[i % self.replicas.len()];
-            for timing in time_revocations(through, &self.ports(), chunk) {
+            for timing in time_revocations(through, &self.ports(), std::slice::from_ref(key)) {
                 answered.push(timing.answered_after_send);
                 refused.push(timing.refused_after_send);
             }

@@ -22,7 +22,7 @@ use crate::keyset::policy::PolicyCache;
 use crate::keyset::state::{next_owner_id, proxy_name, Lease, ServingState};
 use crate::keyset::sync::{apply_page, next_since, parse_page, Outcome};
 use crate::streams::LiveStreams;
-use mcp_guard_protocol::sync::{FORMAT_PARAM, PROXY_PARAM};
+use mcp_guard_protocol::sync::{is_valid_proxy_name, FORMAT_PARAM, PROXY_PARAM};
 
 /// The sync-page format this filter reads: the newest (users, tool policies).
 const READ_FORMAT: u32 = mcp_guard_protocol::sync::PAGE_FORMAT;
@@ -154,12 +154,15 @@ impl GuardRoot {
                 .map_or(0, |d| d.as_nanos())
                 .to_string()
         };
-        if let Ok(name) = proxy_name(
+        let name = proxy_name(
             &HostStore,
             config.keys.instance(),
             &self.node,
             fresh_instance,
-        ) {
+        );
+        // A name guardctl would refuse (shared data it did not write) is left out: the sync must
+        // go on even when confirmations cannot.
+        if let Some(name) = name.ok().filter(|n| is_valid_proxy_name(n)) {
             path.push_str(&format!("&{PROXY_PARAM}={name}"));
         }
         let headers = vec![

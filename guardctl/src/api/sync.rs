@@ -12,7 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use mcp_guard_protocol::policy::Policy;
 use mcp_guard_protocol::sync::{
-    is_valid_proxy_name, PolicyChange, Revocation, Sha256, SyncPage, Upsert, PAGE_FORMAT,
+    is_valid_proxy_name, PolicyChange, Revocation, Sha256, SyncPage, Upsert, MAX_PROXY_LEN,
+    PAGE_FORMAT,
 };
 use serde::Deserialize;
 use std::time::{Duration, Instant};
@@ -177,9 +178,9 @@ async fn answer(
     let since = params.since;
     let proxy = match query.proxy {
         Some(proxy) if !is_valid_proxy_name(&proxy) => {
-            return Err(ApiError::bad_request(
-                "proxy must be 1 to 160 of A-Z a-z 0-9 . _ ~ -",
-            ))
+            return Err(ApiError::bad_request(format!(
+                "proxy must be 1 to {MAX_PROXY_LEN} of A-Z a-z 0-9 . _ ~ -"
+            )))
         }
         proxy => proxy,
     };

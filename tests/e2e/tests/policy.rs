@@ -28,18 +28,28 @@ fn call(id: u32, tool: &str) -> String {
     )
 }
 
-/// Sets the org's policy through the CLI, as an operator does.
+/// Sets the org's policy through the CLI, as an operator does; it answers once the proxy
+/// enforces it.
 fn set_policy(stack: &Stack, source: &str) {
     let file = stack.dir.join("policy.yaml");
     fs::write(&file, source).unwrap();
-    stack.guardctl.ok(&[
+    let answer = stack.guardctl.ok(&[
         "policy",
         "set",
         "--org",
         "demo",
         "--file",
         file.to_str().unwrap(),
+        "--json",
     ]);
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    let enforced = &answer["enforced"];
+    assert_eq!(
+        enforced["confirmed"].as_array().map(Vec::len),
+        Some(1),
+        "{answer}"
+    );
+    assert_eq!(enforced["unconfirmed"], serde_json::json!([]), "{answer}");
 }
 
 /// A POST to the demo server's stateless endpoint (one JSON answer, no session).
